@@ -1,0 +1,1 @@
+"""facecrop.runtime: load a facecrop bundle and run it on video (torch, numpy, PyAV only)."""
