@@ -1,0 +1,127 @@
+"""The ``facecrop`` command: model zoo, bundle export/inspection and video runs.
+
+Each subcommand parses its arguments here and hands them to the module that
+does the work, so that the library functions stay usable without the CLI.
+Errors that are the user's to fix (missing model, bad bundle, bad video) end
+with one line on stderr and a non-zero exit, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+class UserError(Exception):
+    """An error whose message tells the user what is wrong and what to do."""
+
+
+def _size(text: str) -> tuple[int, int]:
+    """Parse ``224`` or ``640x480`` (width x height) into ``(width, height)``."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or WxH, got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected N or WxH with positive sizes, got {text!r}")
+    return values[0], values[1]
+
+
+def _models_fetch(args: argparse.Namespace) -> None:
+    from facecrop import zoo
+
+    zoo.fetch_pack(args.pack, model_dir=args.model_dir)
+
+
+def _models_list(args: argparse.Namespace) -> None:
+    from facecrop import zoo
+
+    zoo.print_models(model_dir=args.model_dir)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from facecrop import bundle
+
+    bundle.export_from_args(args)
+
+
+def _inspect(args: argparse.Namespace) -> None:
+    from facecrop import bundle
+
+    bundle.inspect_from_args(args)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from facecrop.runtime import cli as runtime_cli
+
+    runtime_cli.run_from_args(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facecrop", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="download and list InsightFace model packs")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    fetch = models_sub.add_parser("fetch", help="download, verify and extract an official pack")
+    fetch.add_argument("pack", help="buffalo_l, buffalo_m, buffalo_s or buffalo_sc")
+    fetch.add_argument("--model-dir", type=Path, default=None)
+    fetch.set_defaults(func=_models_fetch)
+    listing = models_sub.add_parser("list", help="show which models are present and verified")
+    listing.add_argument("--model-dir", type=Path, default=None)
+    listing.set_defaults(func=_models_list)
+
+    export = sub.add_parser("export", help="build a versioned bundle from ONNX models")
+    export.add_argument("--name", default=None, help="bundle name (default: derived from the config)")
+    export.add_argument("--version", default="1.0.0", help="semantic version of the bundle")
+    export.add_argument("--detector", default="det_10g", help="SCRFD model name or .onnx path")
+    export.add_argument("--landmarks", default=None, help="2d106det, 1k3d68 or an .onnx path")
+    export.add_argument("--crop", choices=["none", "align", "bbox"], default="align")
+    export.add_argument("--det-size", type=_size, default=(224, 224), metavar="N|WxH")
+    export.add_argument("--crop-size", type=int, default=None, help="crop side in pixels")
+    export.add_argument("--max-faces", type=int, default=8)
+    export.add_argument("--frame-size", type=_size, required=True, metavar="WxH",
+                        help="frame size the bundle accepts; the runtime letterboxes other sizes")
+    export.add_argument("--det-threshold", type=float, default=0.3)
+    export.add_argument("--nms-threshold", type=float, default=0.3)
+    export.add_argument("--device", default="cpu")
+    export.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
+    export.add_argument("--backend", choices=["torchscript", "export", "aoti", "tensorrt"], default="export")
+    export.add_argument("--model-dir", type=Path, default=None)
+    export.add_argument("--out", type=Path, default=Path("bundles"), help="bundle root folder")
+    export.set_defaults(func=_export)
+
+    inspect = sub.add_parser("inspect", help="print a bundle's manifest and verify it")
+    inspect.add_argument("bundle", type=Path)
+    inspect.add_argument("--device", default=None)
+    inspect.set_defaults(func=_inspect)
+
+    run = sub.add_parser("run", help="run a bundle on a video")
+    run.add_argument("bundle", type=Path)
+    run.add_argument("video", type=Path)
+    run.add_argument("-o", "--output", type=Path, required=True, help="results file (.npz)")
+    run.add_argument("--batch-size", type=int, default=16)
+    run.add_argument("--device", default=None)
+    run.add_argument("--save-crops", action="store_true", help="also save every face crop")
+    run.add_argument("--visualize", type=Path, default=None, metavar="FILE", help="write an overlay video")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    run.set_defaults(func=_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (UserError, ValueError, TypeError, FileNotFoundError, PermissionError, RuntimeError) as err:
+        print(f"facecrop: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
