@@ -1,0 +1,51 @@
+"""Shared fixtures: where the real model files are, and the real test photos.
+
+Real-weight tests use ``FACECROP_MODEL_DIR`` (default ``../shared/models`` beside
+the repo). Outside CI they skip when a file is missing; in CI (``CI=true``) a
+missing detector file is a failure, so the real-weight tests cannot silently skip.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # benchmarks/ holds the parity case generators the tests share
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+DETECTORS = ("det_500m", "det_2.5g", "scrfd_500m_bnkps_640")
+
+
+def model_dir() -> Path:
+    return Path(os.environ.get("FACECROP_MODEL_DIR", REPO.parent / "shared" / "models"))
+
+
+def real_model(name: str) -> Path:
+    """Path of a real model file, failing in CI and skipping elsewhere when it is absent."""
+    path = model_dir() / f"{name}.onnx"
+    if not path.is_file():
+        if IN_CI and name in DETECTORS:
+            pytest.fail(f"CI needs the real detector {path} (set FACECROP_MODEL_DIR)")
+        pytest.skip(f"real model {path} not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def t1_rgb() -> np.ndarray:
+    """InsightFace's test photo with six faces, RGB uint8 [H, W, 3]."""
+    from benchmarks.photos import t1_rgb
+
+    return t1_rgb()
+
+
+@pytest.fixture(scope="session")
+def astronaut_rgb() -> np.ndarray:
+    """scikit-image's public-domain astronaut photo, RGB uint8 [512, 512, 3]."""
+    from benchmarks.photos import astronaut_rgb
+
+    return astronaut_rgb()
