@@ -184,7 +184,8 @@ def _static_onnx_to_torch(model: onnx.ModelProto) -> nn.Module:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return convert(model)
+        # eval() before anything runs it: BatchNorm in training mode would overwrite its statistics.
+        return convert(model).eval()
 
 
 def _batch_axis(batched: torch.Size, single: torch.Size, batch: int, where: str) -> int:

@@ -75,11 +75,15 @@ class SCRFDetector(nn.Module):
     def detect_padded(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """Static-shape detection: ``[B, 3, H, W]`` -> padded ``[B, K, ...]`` dict (see :func:`select_faces`)."""
         faces = self.head(frames.to(self.device))
-        if not self._warned_overflow and bool(faces["overflow"].any()):
+        self.warn_if_overflow(faces["overflow"])
+        return faces
+
+    def warn_if_overflow(self, overflow: torch.Tensor) -> None:
+        """Warn once per detector when a frame had more than ``max_faces`` faces."""
+        if not self._warned_overflow and bool(overflow.any()):
             self._warned_overflow = True
             warnings.warn(f"more than max_faces={self.head.max_faces} faces in a frame; "
-                          "kept the highest-scoring ones", stacklevel=3)
-        return faces
+                          "kept the highest-scoring ones", stacklevel=4)
 
     @torch.no_grad()
     def forward(self, imgs) -> dict:

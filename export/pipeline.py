@@ -1,0 +1,141 @@
+"""The end-to-end module: frames in, padded faces, landmarks and crops out.
+
+One ``nn.Module`` with static shapes (``K = max_faces`` rows per frame and a
+validity mask), built from the same functional cores as the eager
+Medusa-compatible classes, so the eager API, ``torch.compile``,
+``torch.export``, AOTInductor and TensorRT all run the code the tests check.
+
+Output conventions (``B`` frames, ``K`` faces, ``L`` points, ``S`` crop side):
+``valid [B, K]`` bool; ``conf [B, K]``; ``bbox [B, K, 4]`` (x1, y1, x2, y2;
+the square DECA box for box crops); ``lms [B, K, L, 2]`` (x, y); ``crop_mat
+[B, K, 3, 3]`` (frame pixels -> crop pixels); ``imgs_crop [B, K, 3, S, S]``
+uint8 RGB. Rows of invalid faces are zero. Frames are RGB ``[B, 3, H, W]``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from facecrop.crops import TEMPLATE, bbox_crop_matrix
+from facecrop.detection import SCRFDHead
+from facecrop.geometry import estimate_similarity, warp_crops
+from facecrop.landmarks import LandmarkHead
+from facecrop.pipeline_config import PipelineConfig
+
+CROP_KINDS = ("none", "align", "bbox")
+DEFAULT_CROP_SIZE = {"align": 112, "bbox": 224}
+
+
+def trim_faces(faces: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the trailing face columns that are invalid in every frame (eager use only).
+
+    Valid faces come first in each frame, so this keeps every valid face and
+    spares the landmark net and the warps the padding rows. The width depends
+    on the data, so traced modules never call it.
+    """
+    keep = int(faces["valid"].sum(1).max()) if faces["valid"].numel() else 0
+    return {k: (v[:, :keep] if v.ndim >= 2 else v) for k, v in faces.items()}
+
+
+def cut_crops(frames: torch.Tensor, crop_mat: torch.Tensor, valid: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 crops ``[B, K, 3, size, size]`` of each face (zero for invalid rows)."""
+    crops = warp_crops(frames.float(), crop_mat, (size, size))
+    crops = crops * valid[..., None, None, None].to(crops.dtype)
+    return crops.round().clamp(0, 255).to(torch.uint8)
+
+
+class FacePipeline(nn.Module):
+    """Detector, optional landmarks and optional crop fused into one static-shape module.
+
+    Args:
+        detector: the SCRFD head (fixes det size, thresholds and ``K``).
+        landmarks: a landmark head, or ``None`` to keep the detector's 5 points.
+        crop: ``'none'``, ``'align'`` (similarity of the 5 detector points to
+            ``template``) or ``'bbox'`` (DECA box from the landmarks; needs ``landmarks``).
+        crop_size: side of the square crops (default 112 for align, 224 for bbox).
+        template: ``[5, 2]`` aligned-crop template in 112x112 space.
+
+    ``forward(frames)`` returns a tuple in the order of ``output_names`` (what
+    exported programs carry); :meth:`forward_dict` returns the same as a dict.
+    """
+
+    def __init__(
+        self,
+        detector: SCRFDHead,
+        landmarks: Optional[LandmarkHead] = None,
+        crop: str = "none",
+        crop_size: Optional[int] = None,
+        template: torch.Tensor = TEMPLATE,
+    ):
+        super().__init__()
+        if crop not in CROP_KINDS:
+            raise ValueError(f"crop must be one of {CROP_KINDS}, got {crop!r}")
+        if crop == "bbox" and landmarks is None:
+            raise ValueError("crop='bbox' needs a landmark model (the DECA box is built from the landmarks)")
+        template = torch.as_tensor(template, dtype=torch.float32)
+        if template.shape != (5, 2):
+            raise ValueError(f"template must have shape (5, 2), got {tuple(template.shape)}")
+        self.detector = detector
+        self.landmarks = landmarks
+        self.crop = crop
+        self.crop_size = int(crop_size or DEFAULT_CROP_SIZE.get(crop, 0))
+        self.register_buffer("template", template, persistent=False)
+        names = ["valid", "conf", "bbox", "lms"]
+        if crop != "none":
+            names += ["crop_mat", "imgs_crop"]
+        self.output_names = tuple(names)
+
+    def forward_dict(self, frames: torch.Tensor, trim: bool = False) -> dict[str, torch.Tensor]:
+        """Run the pipeline; ``trim=True`` (eager only) skips padding columns, see :func:`trim_faces`."""
+        faces = self.detector(frames)
+        if trim:
+            faces = trim_faces(faces)
+        valid = faces["valid"]
+        out = {"valid": valid, "conf": faces["conf"], "bbox": faces["bbox"], "lms": faces["lms"],
+               "overflow": faces["overflow"]}
+        if self.landmarks is not None:
+            out["lms"] = self.landmarks(frames, faces["bbox"], valid)
+        if self.crop == "align":
+            template = self.template * (self.crop_size / 112.0)
+            crop_mat, ok = estimate_similarity(faces["lms"], template)
+        elif self.crop == "bbox":
+            out["bbox"], crop_mat = bbox_crop_matrix(out["lms"], self.crop_size)
+            ok = torch.ones_like(valid)
+        if self.crop != "none":
+            valid = valid & ok
+            out["valid"] = valid
+            mask = valid.to(crop_mat.dtype)
+            out["crop_mat"] = crop_mat * mask[..., None, None]
+            out["bbox"] = out["bbox"] * mask[..., None]
+            out["imgs_crop"] = cut_crops(frames, out["crop_mat"], valid, self.crop_size)
+        return out
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.forward_dict(frames)
+        return tuple(out[name] for name in self.output_names)
+
+    def extra_repr(self) -> str:
+        return f"crop={self.crop!r}, crop_size={self.crop_size}, outputs={self.output_names}"
+
+
+def build_pipeline(config: PipelineConfig, model_dir=None) -> FacePipeline:
+    """Build the end-to-end module a bundle is made from.
+
+    Model names are resolved (and SHA-256 checked) by :func:`facecrop.zoo.resolve_model`.
+    """
+    from facecrop.zoo import resolve_model
+
+    if config.crop == "bbox" and config.landmarks is None:
+        raise ValueError("crop='bbox' needs landmarks ('2d106det' or '1k3d68')")
+    detector = SCRFDHead(
+        resolve_model(config.detector, model_dir=model_dir),
+        det_size=tuple(config.det_size),
+        det_threshold=config.det_threshold,
+        nms_threshold=config.nms_threshold,
+        max_faces=config.max_faces,
+    )
+    landmarks = LandmarkHead(resolve_model(config.landmarks, model_dir=model_dir)) if config.landmarks else None
+    return FacePipeline(detector, landmarks, config.crop, config.crop_size).eval()
