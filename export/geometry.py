@@ -178,6 +178,20 @@ def _invert_affine(mat: torch.Tensor) -> torch.Tensor:
     return torch.stack([ia, ib, ic, id_, ie, if_], dim=-1).unflatten(-1, (2, 3))
 
 
+def invert_affine(mat: torch.Tensor) -> torch.Tensor:
+    """Inverse of affine matrices (..., 3, 3), e.g. ``crop_mat`` -> crop-to-image ("uncrop").
+
+    Example:
+        >>> invert_affine(torch.tensor([[2.0, 0.0, 4.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0]]))[:2].abs()
+        tensor([[0.5000, 0.0000, 2.0000],
+                [0.0000, 0.5000, 0.0000]])
+    """
+    _check_matrix(mat, "mat")
+    last = torch.zeros_like(mat[..., 2:, :])
+    last[..., 2] = 1
+    return torch.cat([_invert_affine(mat), last], dim=-2)
+
+
 def warp_crops(frames: torch.Tensor, crop_mat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Cut K affine-warped crops out of every frame with one ``grid_sample`` call.
 

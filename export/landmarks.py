@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from facecrop.convert import ConvertedNet, convert_onnx, load_onnx
-from facecrop.geometry import transform_points, warp_crops
+from facecrop.geometry import invert_affine, transform_points, warp_crops
 
 
 @dataclass(frozen=True)
@@ -83,21 +83,6 @@ def decode_landmarks(raw: torch.Tensor, config: LandmarkConfig) -> torch.Tensor:
     return (points + 1) * (config.input_size // 2)
 
 
-def _invert_similarity(mat: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``[..., 3, 3]`` affine matrices (2x2 part inverted in closed form)."""
-    a, b, c = mat[..., 0, 0], mat[..., 0, 1], mat[..., 0, 2]
-    d, e, f = mat[..., 1, 0], mat[..., 1, 1], mat[..., 1, 2]
-    det = a * e - b * d
-    ia, ib, id_, ie = e / det, -b / det, -d / det, a / det
-    zero, one = torch.zeros_like(a), torch.ones_like(a)
-    rows = [
-        torch.stack([ia, ib, -(ia * c + ib * f)], -1),
-        torch.stack([id_, ie, -(id_ * c + ie * f)], -1),
-        torch.stack([zero, zero, one], -1),
-    ]
-    return torch.stack(rows, -2)
-
-
 class LandmarkHead(nn.Module):
     """Landmarks for ``K`` boxes per frame, static shapes.
 
@@ -144,7 +129,7 @@ class LandmarkHead(nn.Module):
             crops = crops.round()
         raw = self.net(crops.reshape(batch * faces, 3, size, size))[0]
         points = decode_landmarks(raw.reshape(batch, faces, raw.shape[-1]), self.config)  # [B, K, L, 2]
-        points = transform_points(_invert_similarity(crop_mat), points)
+        points = transform_points(invert_affine(crop_mat), points)
         return points * valid[..., None, None].to(points.dtype)
 
     def extra_repr(self) -> str:
