@@ -82,7 +82,7 @@ class FacePipeline(nn.Module):
         self.landmarks = landmarks
         self.crop = crop
         self.crop_size = int(crop_size or DEFAULT_CROP_SIZE.get(crop, 0))
-        self.register_buffer("template", template, persistent=False)
+        self.register_buffer("align_template", template, persistent=False)
         names = ["valid", "conf", "bbox", "lms"]
         if crop != "none":
             names += ["crop_mat", "imgs_crop"]
@@ -99,7 +99,7 @@ class FacePipeline(nn.Module):
         if self.landmarks is not None:
             out["lms"] = self.landmarks(frames, faces["bbox"], valid)
         if self.crop == "align":
-            template = self.template * (self.crop_size / 112.0)
+            template = self.align_template * (self.crop_size / 112.0)
             crop_mat, ok = estimate_similarity(faces["lms"], template)
         elif self.crop == "bbox":
             out["bbox"], crop_mat = bbox_crop_matrix(out["lms"], self.crop_size)

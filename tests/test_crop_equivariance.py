@@ -87,7 +87,7 @@ def test_crop_machinery_is_equivariant(model, original, transform):
     T = _similarity(*transform) @ np.linalg.inv(T0)
     kps = transform_points(torch.from_numpy(T).float(), ref["lms"][0])  # [5, 2], exact
     pipeline = model.pipeline
-    mat, ok = estimate_similarity(kps[None, None], pipeline.template * (pipeline.crop_size / 112))
+    mat, ok = estimate_similarity(kps[None, None], pipeline.align_template * (pipeline.crop_size / 112))
     frames = torch.from_numpy(warped).permute(2, 0, 1)[None]
     crop = cut_crops(frames, mat, ok, pipeline.crop_size)[0, 0]
     mad, at_template, uncrop_mad = _metrics(ref["imgs_crop"][0], ref["crop_mat"][0], crop, mat[0, 0], T, warped)

@@ -1,0 +1,252 @@
+"""Load and verify a facecrop bundle: manifest, artifact SHA-256, device, golden self-check.
+
+A bundle is a folder ``<name>/<version>/`` holding ``manifest.json``, one artifact
+(``model.ts``, ``model.pt2``, ``model_aoti.pt2`` or ``model_trt.pt2``) and
+``golden.npz``; ``bundles/README.md`` documents every field. Loading never
+unpickles arbitrary objects: TorchScript has its own restricted unpickler,
+``.pt2`` archives are checked for pickled members before ``torch.export.load``
+sees them, and the golden file is read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = "1.0"
+MANIFEST = "manifest.json"
+COORD_OUTPUTS = ("bbox", "lms", "crop_mat")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used here: unreadable, tampered, too new or built for another device."""
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(folder: Path) -> dict:
+    """Read ``manifest.json`` and refuse a bundle format with a newer major version than this runtime's."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{folder} is not a facecrop bundle: {MANIFEST} not found")
+    try:
+        manifest = json.loads(path.read_text())
+        found = str(manifest["format_version"])
+        major = int(found.split(".")[0])
+    except (ValueError, KeyError, TypeError) as err:
+        raise BundleError(f"{path} is not a valid bundle manifest: {err}") from None
+    if major > int(FORMAT_VERSION.split(".")[0]):
+        raise BundleError(
+            f"bundle {folder} has format version {found}, newer than this runtime's {FORMAT_VERSION}; "
+            "upgrade facecrop to load it")
+    return manifest
+
+
+def resolve_device(manifest: dict, device: str | torch.device | None) -> torch.device:
+    """The device to run on: the bundle's own unless ``device`` names another index of the same type."""
+    built = torch.device(manifest["device"])
+    target = built if device is None else torch.device(device)
+    # Compiled artifacts bake the device into their kernels (AOTInductor, TensorRT) or constants
+    # (traced TorchScript), so only the device index may differ from the build.
+    if target.type != built.type:
+        raise BundleError(
+            f"bundle was built for device {built.type!r} and cannot run on {target.type!r}; "
+            f"export one with --device {target.type}")
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise BundleError("bundle was built for CUDA, but this machine has no usable CUDA device")
+    return target
+
+
+def check_pt2_archive(path: Path) -> None:
+    """Refuse a ``.pt2`` archive that would make ``torch.export.load`` unpickle arbitrary objects.
+
+    ``torch.export.load`` falls back to ``torch.load(weights_only=False)`` or ``pickle.loads`` for
+    pickled weights/constants, opaque objects, unreadable sample inputs and the legacy zip format;
+    facecrop never writes those, so their presence means the file was not written by facecrop.
+    """
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise BundleError(f"artifact {path} is not a .pt2 (zip) archive") from None
+    with archive:
+        for name in archive.namelist():
+            base = name.rsplit("/", 1)[-1]
+            if name == "version" or base.startswith("serialized_"):
+                raise BundleError(f"artifact {path} uses the legacy pickle-based export format ({name})")
+            if name.endswith("_config.json") and "/data/" in name:
+                for fqn, entry in json.loads(archive.read(name)).get("config", {}).items():
+                    if entry.get("use_pickle") or entry.get("path_name", "").startswith("opaque_obj"):
+                        raise BundleError(f"artifact {path} holds a pickled object {fqn!r}; refusing to load it")
+            elif "/data/sample_inputs/" in name:
+                try:
+                    torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+                except Exception as err:
+                    raise BundleError(f"artifact {path}: {name} is not plain tensor data ({err})") from None
+
+
+def load_artifact(path: Path, backend: str, device: torch.device):
+    """Load the compiled module; returns a callable ``frames -> tuple of tensors``."""
+    if backend == "torchscript":
+        with warnings.catch_warnings():  # TorchScript is deprecated upstream but still the portable format.
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location=device).eval()
+    check_pt2_archive(path)
+    if backend == "export":
+        return torch.export.load(path).module()
+    if backend == "aoti":
+        index = device.index if device.index is not None else -1
+        return torch._inductor.aoti_load_package(str(path), device_index=index)
+    if backend == "tensorrt":
+        try:
+            import torch_tensorrt  # noqa: F401  (registers the TensorRT engine ops the program calls)
+        except ImportError:
+            raise BundleError("this is a TensorRT bundle: install torch-tensorrt to load it") from None
+        return torch.export.load(path).module()
+    raise BundleError(f"unknown backend {backend!r} in the manifest")
+
+
+def compare_outputs(expected: dict, actual: dict, tolerance: dict) -> dict[str, float]:
+    """Largest differences between two output dicts (numpy arrays) on the faces valid in ``expected``.
+
+    Args:
+        expected, actual: ``{name: array [B, K, ...]}`` with the same names and shapes.
+        tolerance: ``coords_px`` (bbox, lms, any other float output, and crop_mat measured as the
+            crop-pixel displacement of the landmarks it maps), ``conf``,
+            ``crop_grey`` (grey levels) and ``crop_stat`` (``'max'`` or ``'mean'`` over crop pixels).
+
+    Returns:
+        ``{name: difference}``. Raises BundleError naming every output beyond its tolerance.
+    """
+    if sorted(expected) != sorted(actual):
+        raise BundleError(f"outputs differ: expected {sorted(expected)}, got {sorted(actual)}")
+    valid = np.asarray(expected["valid"])  # [B, K]: every facecrop pipeline has it
+    diffs, failures = {}, []
+    for name, want in expected.items():
+        got = np.asarray(actual[name])
+        if got.shape != want.shape:
+            failures.append(f"{name}: shape {tuple(got.shape)} instead of {tuple(want.shape)}")
+            continue
+        if name == "valid":
+            diffs[name] = float(np.sum(got != want))
+            limit = 0.0
+        else:
+            # Padded slots hold no face, so only the faces the reference found are compared.
+            want, got = want[valid], got[valid]
+            delta = np.abs(got.astype(np.float64) - want.astype(np.float64))
+            if name == "crop_mat":
+                # A matrix error matters by how far it moves the face in the crop, so it is measured
+                # in crop pixels at the face's own landmarks: |(M' - M) @ (x, y, 1)|.
+                lms = expected["lms"][valid]  # [N, L, 2]
+                points = np.concatenate([lms, np.ones_like(lms[..., :1])], axis=-1).astype(np.float64)
+                delta = np.abs(np.einsum("nij,nlj->nli", got - want, points)[..., :2])
+            if name == "imgs_crop":
+                diffs[name] = float(delta.max() if tolerance["crop_stat"] == "max" else delta.mean()) if delta.size else 0.0
+                limit = tolerance["crop_grey"]
+            else:
+                diffs[name] = float(delta.max()) if delta.size else 0.0
+                limit = tolerance["conf"] if name == "conf" else tolerance["coords_px"]
+        if not diffs[name] <= limit:
+            failures.append(f"{name}: difference {diffs[name]:.6g} > tolerance {limit:g}")
+    if failures:
+        raise BundleError("outputs do not match the reference: " + "; ".join(failures))
+    return diffs
+
+
+class Bundle:
+    """A loaded, verified bundle: call it on ``uint8 [B, 3, H, W]`` RGB frames.
+
+    Attributes:
+        path: the bundle folder.
+        manifest: the parsed ``manifest.json``.
+        device: where the module runs.
+        frame_size: ``(width, height)`` of the frames it accepts.
+        output_names: names of the outputs, in the module's order.
+        golden_diffs: ``{output: largest difference}`` of the golden self-check (None if skipped).
+    """
+
+    def __init__(self, path: Path, manifest: dict, module, device: torch.device):
+        self.path, self.manifest, self.module, self.device = path, manifest, module, device
+        self.frame_size = tuple(manifest["input"]["frame_size"])
+        self.output_names = [spec["name"] for spec in manifest["outputs"]]
+
+    def __call__(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run the module. frames: uint8 ``[B, 3, H, W]``; returns ``{name: [B, K, ...]}`` on ``self.device``."""
+        width, height = self.frame_size
+        if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8 or frames.ndim != 4 \
+                or tuple(frames.shape[1:]) != (3, height, width) or frames.shape[0] < 1:
+            got = f"{frames.dtype} {tuple(frames.shape)}" if isinstance(frames, torch.Tensor) else type(frames).__name__
+            raise ValueError(f"frames must be uint8 [B, 3, {height}, {width}], got {got}")
+        with torch.inference_mode():
+            outputs = self.module(frames.to(self.device))
+        return dict(zip(self.output_names, outputs))
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return (f"Bundle({m['name']} {m['version']}, backend={m['backend']}, device={self.device}, "
+                f"dtype={m['dtype']}, frame_size={self.frame_size}, outputs={self.output_names})")
+
+
+def verify_golden(bundle: Bundle) -> dict[str, float]:
+    """Run the golden frames and compare with the stored reference; returns the differences."""
+    golden = bundle.manifest["golden"]
+    try:
+        with np.load(bundle.path / golden["file"], allow_pickle=False) as data:  # plain arrays only
+            frames = torch.from_numpy(data["input.frames"])
+            expected = {k[len("output."):]: data[k] for k in data.files if k.startswith("output.")}
+        actual = {k: v.cpu().numpy() for k, v in bundle(frames).items()}
+        return compare_outputs(expected, actual, golden["tolerance"])
+    except (BundleError, ValueError, KeyError, OSError, zipfile.BadZipFile) as err:
+        raise BundleError(f"bundle {bundle.path} failed its golden self-check on {bundle.device}: {err}") from None
+
+
+def load_bundle(path: str | Path, device: str | torch.device | None = None, verify: bool = True) -> Bundle:
+    """Load a bundle folder after checking its format version, SHA-256s and device.
+
+    Args:
+        path: the bundle folder ``bundles/<name>/<version>``.
+        device: ``None`` for the device it was built for, or another index of that device type.
+        verify: run the golden self-check (2 frames) before returning.
+
+    Returns:
+        A :class:`Bundle`. Raises :class:`BundleError` for anything that makes it unusable here.
+
+    Example:
+        >>> bundle = load_bundle("bundles/det_500m-align112-320x240-export-cpu-fp32/1.0.0")  # doctest: +SKIP
+        >>> bundle(torch.zeros(4, 3, 240, 320, dtype=torch.uint8))["bbox"].shape  # doctest: +SKIP
+        torch.Size([4, 8, 4])
+    """
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    target = resolve_device(manifest, device)
+    if manifest["backend"] == "tensorrt" and target.type != "cuda":
+        raise BundleError("TensorRT bundles run on CUDA only")
+    for entry in (manifest["artifact"], manifest["golden"]):
+        file = folder / entry["file"]
+        if Path(entry["file"]).name != entry["file"] or not file.is_file():
+            raise BundleError(f"bundle {folder} is incomplete: {entry['file']!r} not found")
+        if sha256_file(file) != entry["sha256"]:
+            raise BundleError(f"{file} does not match the SHA-256 in the manifest: the bundle is corrupt or tampered")
+    try:
+        module = load_artifact(folder / manifest["artifact"]["file"], manifest["backend"], target)
+    except BundleError:
+        raise
+    except Exception as err:  # any loader failure: wrong torch version, not an archive, bad pickle
+        raise BundleError(f"cannot load {manifest['artifact']['file']} with torch {torch.__version__} "
+                          f"(built with {manifest['environment']['torch']}): {err}") from None
+    bundle = Bundle(folder, manifest, module, target)
+    bundle.golden_diffs = verify_golden(bundle) if verify else None
+    return bundle

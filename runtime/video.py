@@ -1,0 +1,336 @@
+"""Run a bundle over a video: decode in a background thread, run batches, checkpoint, write one .npz.
+
+Every decoded frame gets one row, in decoding (= presentation) order, so ``frame_index[i] == i``;
+frames without faces have ``valid[i]`` all False. Frames are converted to RGB and letterboxed to the
+bundle's frame size, and ``bbox``/``lms``/``crop_mat`` are mapped back to the video's own pixels.
+Results are checkpointed in ``<output>.partial/`` as they come (for ``resume=True``, and to keep
+the frames before a corrupt spot). The arrays are documented in ``bundles/README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import threading
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from .bundle import Bundle
+from .progress import Progress
+
+PER_FRAME = ("valid", "conf", "bbox", "lms", "crop_mat")
+
+
+class VideoError(ValueError):
+    """A video that cannot be (fully) processed, or results that cannot be written."""
+
+
+@dataclass
+class _Batch:
+    frame_index: np.ndarray  # [b] int64
+    pts_seconds: np.ndarray  # [b] float64, NaN where the frame has no timestamp
+    frames: np.ndarray  # [b, H, W, 3] uint8 RGB, letterboxed
+    scale: np.ndarray  # [b, 2] (sx, sy): frame pixels = source pixels * scale
+
+
+@dataclass
+class _End:
+    count: int  # frames decoded, skipped ones included
+    problem: str | None  # why decoding stopped early; None when the video ended normally
+
+
+def letterbox(frame: av.VideoFrame, frame_size: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float]]:
+    """Any pixel format and size -> RGB uint8 ``[H, W, 3]`` of ``frame_size`` (width, height).
+
+    The picture is scaled (bilinear, aspect ratio kept) to fit and placed at the top-left of a zero
+    canvas. Returns the canvas and ``(sx, sy)``: a source point ``(x, y)`` is at ``(x * sx, y * sy)``.
+    """
+    width, height = frame_size
+    fit = min(width / frame.width, height / frame.height)
+    new_w = min(width, max(1, round(frame.width * fit)))
+    new_h = min(height, max(1, round(frame.height * fit)))
+    rgb = frame.reformat(width=new_w, height=new_h, format="rgb24", interpolation="BILINEAR").to_ndarray()
+    canvas = np.zeros((height, width, 3), np.uint8)
+    canvas[:new_h, :new_w] = rgb
+    return canvas, (new_w / frame.width, new_h / frame.height)
+
+
+def to_source_pixels(outputs: dict[str, np.ndarray], scale: np.ndarray) -> dict[str, np.ndarray]:
+    """Map ``bbox [B,K,4]``, ``lms [B,K,L,2]`` and ``crop_mat [B,K,3,3]`` from frame to source pixels.
+
+    ``scale [B, 2]`` is ``(sx, sy)`` per frame. ``crop_mat`` maps frame -> crop, so source -> crop is
+    ``crop_mat @ diag(sx, sy, 1)``.
+    """
+    s = scale[:, None, :].astype(np.float32)  # [B, 1, 2]
+    out = dict(outputs)
+    if "bbox" in out:
+        out["bbox"] = out["bbox"] / np.concatenate([s, s], axis=-1)
+    if "lms" in out:
+        out["lms"] = out["lms"] / s[:, :, None, :]
+    if "crop_mat" in out:
+        frame_from_source = np.zeros((len(scale), 1, 3, 3), np.float32)  # [B, 1, 3, 3]
+        frame_from_source[:, 0, 0, 0], frame_from_source[:, 0, 1, 1] = scale[:, 0], scale[:, 1]
+        frame_from_source[:, 0, 2, 2] = 1.0
+        out["crop_mat"] = out["crop_mat"] @ frame_from_source
+    return out
+
+
+def _declared_end(stream) -> float | None:
+    """End of the video stream in seconds as its container declares it, if it does."""
+    if stream.duration and stream.time_base:
+        return float((stream.start_time or 0) + stream.duration) * float(stream.time_base)
+    text = (stream.metadata or {}).get("DURATION")  # Matroska keeps it as a tag: HH:MM:SS.fffffffff
+    try:
+        h, m, s = text.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(s)
+    except (AttributeError, ValueError):
+        return None
+
+
+def _truncation(stream, count: int, last_pts: float, last_duration: float) -> str | None:
+    """Say so when the container declares more video than was decoded (a cut or truncated file)."""
+    if stream.frames and count < stream.frames:
+        return f"decoding stopped at frame {count} of the {stream.frames} the container declares"
+    end = _declared_end(stream)
+    rate = float(stream.average_rate or stream.guessed_rate or 25)
+    if end is not None and count and last_pts + last_duration + 2.0 / rate < end:
+        return f"decoding stopped at frame {count} ({last_pts:.3f} s) but the container declares {end:.3f} s"
+    return None
+
+
+def _decode(path: Path, frame_size, batch_size: int, skip: int, out: queue.Queue, stop: threading.Event):
+    """Thread body: decode, letterbox and batch frames into ``out``; ends with an :class:`_End`."""
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    count, last_pts, last_duration, problem, pending = 0, float("nan"), 0.0, None, []
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            try:
+                for frame in container.decode(stream):
+                    index, count = count, count + 1
+                    seconds = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else float("nan")
+                    last_pts = seconds
+                    last_duration = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
+                    if index < skip:
+                        continue
+                    pending.append((index, seconds) + letterbox(frame, frame_size))
+                    if len(pending) == batch_size:
+                        if not put(_stack(pending)):
+                            return
+                        pending = []
+            except av.error.FFmpegError as err:
+                problem = f"decoding failed at frame {count}: {err}"
+            if problem is None:
+                problem = _truncation(stream, count, last_pts, last_duration)
+        if pending and not put(_stack(pending)):
+            return
+        put(_End(count, problem))
+    except Exception as err:  # handed to the consumer, which raises it in the caller's thread
+        put(err)
+
+
+def _stack(pending: list) -> _Batch:
+    index, seconds, frames, scale = zip(*pending)
+    return _Batch(np.array(index, np.int64), np.array(seconds, np.float64), np.stack(frames), np.array(scale, np.float64))
+
+
+def _run_batch(bundle: Bundle, batch: _Batch, save_crops: bool) -> dict[str, np.ndarray]:
+    """One batch through the module -> per-frame arrays in source pixels (+ crops of valid faces)."""
+    frames = torch.from_numpy(batch.frames).permute(0, 3, 1, 2).contiguous()  # [b, 3, H, W]
+    outputs = {k: v.cpu().numpy() for k, v in bundle(frames).items()}
+    result = to_source_pixels({k: outputs[k] for k in PER_FRAME if k in outputs}, batch.scale)
+    result.update(frame_index=batch.frame_index, pts_seconds=batch.pts_seconds)
+    if save_crops:
+        rows, slots = np.nonzero(outputs["valid"])
+        result.update(imgs_crop=outputs["imgs_crop"][rows, slots], crop_frame_index=batch.frame_index[rows],
+                      crop_slot=slots.astype(np.int64))
+    return result
+
+
+class _Checkpoint:
+    """``<output>.partial/``: chunk_NNNNNN.npz files plus meta.json listing the complete ones."""
+
+    def __init__(self, output: Path, identity: dict, resume: bool):
+        self.folder = output.with_name(output.name + ".partial")
+        self.meta_path = self.folder / "meta.json"
+        if self.meta_path.is_file():
+            if not resume:
+                raise VideoError(f"{self.folder} holds an interrupted run: pass --resume to continue it, "
+                                 "or delete it to start again")
+            self.meta = json.loads(self.meta_path.read_text())
+            if self.meta["identity"] != identity:
+                raise VideoError(f"{self.folder} was made from another video, bundle or setting; "
+                                 "delete it to start again")
+        else:
+            self.folder.mkdir(exist_ok=True)
+            self.meta = {"identity": identity, "chunks": []}
+            self._write_meta()
+
+    @property
+    def frames_done(self) -> int:
+        return sum(chunk["frames"] for chunk in self.meta["chunks"])
+
+    def add(self, results: list[dict[str, np.ndarray]]) -> None:
+        """Write the results of some batches as one chunk, then record it in meta.json (both atomic)."""
+        if not results:
+            return
+        arrays = {k: np.concatenate([r[k] for r in results]) for k in results[0]}
+        name = f"chunk_{len(self.meta['chunks']):06d}.npz"
+        tmp = self.folder / (name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, self.folder / name)
+        self.meta["chunks"].append({"file": name, "frames": len(arrays["frame_index"]),
+                                    "crops": len(arrays.get("crop_slot", ()))})
+        self._write_meta()
+
+    def _write_meta(self) -> None:
+        tmp = self.folder / "meta.json.tmp"
+        tmp.write_text(json.dumps(self.meta, indent=1))
+        os.replace(tmp, self.meta_path)
+
+    def write_npz(self, output: Path) -> None:
+        """Concatenate the chunks into one .npz, streamed array by array (memory: one chunk)."""
+        chunks = [self.folder / c["file"] for c in self.meta["chunks"]]
+        with np.load(chunks[0], allow_pickle=False) as first:
+            names = list(first.files)
+        tmp = output.with_name(output.name + ".tmp")
+        try:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for name in names:
+                    key = "crops" if name in ("imgs_crop", "crop_frame_index", "crop_slot") else "frames"
+                    total = sum(c[key] for c in self.meta["chunks"])
+                    with archive.open(name + ".npy", "w", force_zip64=True) as f:
+                        for i, chunk in enumerate(chunks):
+                            with np.load(chunk, allow_pickle=False) as data:
+                                array = np.ascontiguousarray(data[name])
+                            if i == 0:
+                                header = np.lib.format.header_data_from_array_1_0(array)
+                                np.lib.format.write_array_header_2_0(f, {**header, "shape": (total,) + array.shape[1:]})
+                            f.write(array.tobytes())
+            os.replace(tmp, output)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _check_output(output: Path) -> None:
+    """Fail before any decoding if the results cannot be written where asked."""
+    parent = output.absolute().parent
+    if output.is_dir():
+        raise VideoError(f"output {output} is a folder; give a file name such as results.npz")
+    if not parent.is_dir():
+        raise VideoError(f"cannot write {output}: folder {parent} does not exist")
+    probe = parent / f".{output.name}.probe"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise VideoError(f"cannot write {output}: {err.strerror}") from None
+
+
+def _video_info(video: Path) -> tuple[int, dict]:
+    """Open the video once to check it has a video stream; returns (expected frames or 0, identity)."""
+    if not video.is_file():
+        raise VideoError(f"video {video} not found")
+    try:
+        with av.open(str(video)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{video} has no video stream")
+            stream = container.streams.video[0]
+            expected = stream.frames or round((_declared_end(stream) or 0) * float(stream.average_rate or 0))
+    except av.error.FFmpegError as err:
+        raise VideoError(f"cannot open {video} as a video: {err}") from None
+    stat = video.stat()
+    return expected, {"video": str(video.absolute()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_size: int = 16,
+                  save_crops: bool = False, resume: bool = False, progress: bool = True,
+                  checkpoint_frames: int = 256) -> Path:
+    """Detect faces in every frame of ``video`` and write the results to the ``.npz`` file ``output``.
+
+    Args:
+        bundle: a loaded :class:`~facecrop.runtime.Bundle`. video: any file FFmpeg decodes.
+        output: the results file, written atomically at the end (arrays in ``bundles/README.md``).
+        batch_size: frames per module call.
+        save_crops: also store ``imgs_crop [N, 3, S, S]`` of every valid face, with
+            ``crop_frame_index [N]`` and ``crop_slot [N]``.
+        resume: continue the interrupted run recorded in ``<output>.partial/``.
+        progress: show a progress bar (frames/s) on stderr.
+        checkpoint_frames: write a checkpoint chunk at least every this many frames.
+
+    Returns:
+        ``output``. Raises :class:`VideoError` for an unreadable, empty, truncated or corrupt video;
+        for the last two the frames before the damage stay in ``<output>.partial/``.
+
+    Example:
+        >>> process_video(load_bundle("bundles/det_500m/1.0.0"), "talk.mp4", "talk.npz")  # doctest: +SKIP
+        PosixPath('talk.npz')
+    """
+    video, output = Path(video), Path(output)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if save_crops and "imgs_crop" not in bundle.output_names:
+        raise ValueError(f"save_crops needs a bundle with crops; this one outputs {bundle.output_names}")
+    _check_output(output)
+    expected, identity = _video_info(video)
+    identity.update(artifact_sha256=bundle.manifest["artifact"]["sha256"], save_crops=save_crops)
+    checkpoint = _Checkpoint(output, identity, resume)
+    done = checkpoint.frames_done
+    bar = Progress(expected, initial=done, enabled=progress)
+    batches: queue.Queue = queue.Queue(maxsize=2)  # decoding runs at most two batches ahead
+    stop = threading.Event()
+    decoder = threading.Thread(target=_decode, daemon=True,
+                               args=(video, bundle.frame_size, batch_size, done, batches, stop))
+    decoder.start()
+    pending, pending_frames = [], 0
+    try:
+        while True:
+            item = batches.get()
+            if isinstance(item, Exception):
+                raise item
+            if isinstance(item, _End):
+                break
+            pending.append(_run_batch(bundle, item, save_crops))
+            pending_frames += len(item.frame_index)
+            bar.update(len(item.frame_index))
+            if pending_frames >= checkpoint_frames:
+                checkpoint.add(pending)
+                pending, pending_frames = [], 0
+    finally:
+        stop.set()
+        checkpoint.add(pending)  # results computed before an error or interrupt are kept
+        bar.close()
+        decoder.join()
+    if item.count == 0:
+        checkpoint.remove()
+        raise VideoError(f"{video} contains no video frames")
+    if item.problem:
+        kept = checkpoint.frames_done
+        if kept == 0:
+            checkpoint.remove()
+        where = f"results for frames 0-{kept - 1} are kept in {checkpoint.folder}" if kept else "no frame was decoded"
+        raise VideoError(f"{video}: {item.problem}; {where}")
+    checkpoint.write_npz(output)
+    checkpoint.remove()
+    return output

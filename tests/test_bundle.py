@@ -1,0 +1,238 @@
+"""Bundle writing (facecrop.bundle): layout, manifest, atomicity, refusals, CLI export/inspect, backends.
+
+Mechanics are tested on a small stand-in module with the pipeline's exact contract (no model file
+needed); the real pipeline built from det_500m is exported with every backend that runs here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from conftest import real_model
+from facecrop import bundle as fb
+from facecrop.cli import main
+from facecrop.pipeline import build_pipeline
+from facecrop.pipeline_config import PipelineConfig
+from facecrop.runtime import BundleError, load_bundle
+from facecrop.runtime import process_video
+from facecrop.runtime.bundle import compare_outputs, sha256_file
+from test_runtime import decode_all, make_video, photo_frames  # noqa: F401  (photo_frames is a fixture)
+
+FRAME = (96, 64)  # stand-in frame size (width, height)
+
+
+class StandIn(nn.Module):
+    """The pipeline contract at toy scale: K=2 bright-blob "faces" found by a fixed conv.
+
+    frames uint8 [B, 3, H, W] -> (valid [B,K] bool, conf [B,K], bbox [B,K,4], lms [B,K,5,2],
+    crop_mat [B,K,3,3] frame -> crop pixels, imgs_crop [B,K,3,S,S] uint8). A black frame has no face.
+    """
+
+    output_names = ("valid", "conf", "bbox", "lms", "crop_mat", "imgs_crop")
+
+    def __init__(self, size: int = 16):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 2, 5, stride=4, padding=2)
+        nn.init.uniform_(self.conv.weight, 0.0, 0.2)
+        nn.init.constant_(self.conv.bias, -2.0)  # black frames score sigmoid(-2) < 0.5: no face
+        self.size = size
+        self.register_buffer("offsets", torch.tensor([[-.4, -.3], [.4, -.3], [0., 0.], [-.3, .4], [.3, .4]]))
+
+    def forward(self, frames):
+        x = frames.float() / 255
+        heat = self.conv(x)  # [B, K, h, w]
+        b, k, h, w = heat.shape
+        conf = heat.flatten(2).amax(-1).sigmoid()  # [B, K]
+        prob = (heat.flatten(2) * 8).softmax(-1).view(b, k, h, w)
+        ys = torch.arange(h, dtype=x.dtype) * (frames.shape[2] / h)
+        xs = torch.arange(w, dtype=x.dtype) * (frames.shape[3] / w)
+        cx, cy = (prob.sum(2) * xs).sum(-1), (prob.sum(3) * ys).sum(-1)  # [B, K]
+        half = 6 + 10 * conf
+        bbox = torch.stack([cx - half, cy - half, cx + half, cy + half], -1)
+        lms = torch.stack([cx, cy], -1)[:, :, None] + self.offsets * half[..., None, None]  # [B, K, 5, 2]
+        s = self.size / (2 * half)
+        zero, one = torch.zeros_like(s), torch.ones_like(s)
+        crop_mat = torch.stack([torch.stack([s, zero, self.size / 2 - cx * s], -1),
+                                torch.stack([zero, s, self.size / 2 - cy * s], -1),
+                                torch.stack([zero, zero, one], -1)], -2)  # [B, K, 3, 3]
+        # Crop pixel (u, v) samples frame pixel M^-1 (u, v); grid_sample wants [-1, 1] coordinates.
+        u = torch.arange(self.size, dtype=x.dtype)
+        px = (u[None, None, None, :] - (self.size / 2 - cx * s)[..., None, None]) / s[..., None, None]
+        py = (u[None, None, :, None] - (self.size / 2 - cy * s)[..., None, None]) / s[..., None, None]
+        grid = torch.stack([(px * 2 + 1) / frames.shape[3] - 1 + py * 0, (py * 2 + 1) / frames.shape[2] - 1 + px * 0], -1)
+        crops = F.grid_sample(frames.float().repeat_interleave(k, 0), grid.flatten(0, 1), align_corners=False)
+        imgs_crop = crops.round().clamp(0, 255).to(torch.uint8).view(b, k, 3, self.size, self.size)
+        return conf > 0.5, conf, bbox, lms, crop_mat, imgs_crop
+
+
+def standin_frames() -> torch.Tensor:
+    """Two golden frames: bright shapes on dark ground (uint8 [2, 3, 64, 96])."""
+    frames = torch.zeros(2, 3, FRAME[1], FRAME[0], dtype=torch.uint8)
+    frames[0, :, 10:30, 20:44] = 230
+    frames[1, :, 30:60, 50:90] = 200
+    return frames
+
+
+def write_standin(root, backend="export", **kw):
+    config = PipelineConfig(detector="standin", frame_size=FRAME, max_faces=2)
+    kw.setdefault("source_models", {})
+    return fb.write_bundle(StandIn().eval(), config, backend=backend, out_root=root,
+                           golden_frames=standin_frames(), **kw)
+
+
+def test_layout_and_manifest(tmp_path):
+    path = write_standin(tmp_path, version="1.2.3", name="toy")
+    assert path == tmp_path / "toy" / "1.2.3"
+    assert sorted(p.name for p in path.iterdir()) == ["golden.npz", "manifest.json", "model.pt2"]
+    assert [p.name for p in (tmp_path / "toy").iterdir()] == ["1.2.3"]  # no temp folder left
+    m = json.loads((path / "manifest.json").read_text())
+    assert m["format_version"] == "1.0" and m["version"] == "1.2.3" and m["name"] == "toy"
+    assert m["backend"] == "export" and m["device"] == "cpu" and m["dtype"] == "fp32"
+    assert m["config"]["frame_size"] == list(FRAME) and m["config"]["max_faces"] == 2
+    assert m["environment"]["torch"] == torch.__version__ and "torchvision" in m["environment"]
+    assert m["input"] == {"name": "frames", "dtype": "uint8", "shape": ["B", 3, 64, 96], "frame_size": [96, 64],
+                          "color": "RGB", "max_batch": fb.MAX_BATCH}
+    assert [o["name"] for o in m["outputs"]] == list(StandIn.output_names)
+    assert m["outputs"][5] == {"name": "imgs_crop", "dtype": "uint8", "shape": ["B", 2, 3, 16, 16]}
+    assert m["artifact"] == {"file": "model.pt2", "sha256": sha256_file(path / "model.pt2")}
+    assert m["golden"]["sha256"] == sha256_file(path / "golden.npz")
+    with np.load(path / "golden.npz", allow_pickle=False) as g:
+        assert np.array_equal(g["input.frames"], standin_frames().numpy())
+        want = StandIn().eval()(standin_frames())
+        assert np.array_equal(g["output.valid"], want[0].numpy()) and g["output.valid"].any()
+        assert np.allclose(g["output.bbox"], want[2].detach().numpy())
+
+
+def test_source_models_are_hashed(tmp_path):
+    model = real_model("det_500m")
+    path = write_standin(tmp_path, source_models={"detector": model})
+    m = json.loads((path / "manifest.json").read_text())
+    assert m["source_models"] == {"detector": {"file": "det_500m.onnx", "sha256":
+                                               "5e4447f50245bbd7966bd6c0fa52938c61474a04ec7def48753668a9d8b4ea3a"}}
+
+
+def test_refuses_to_overwrite_a_version(tmp_path):
+    path = write_standin(tmp_path, name="toy")
+    before = sha256_file(path / "manifest.json")
+    with pytest.raises(ValueError, match="already exists"):
+        write_standin(tmp_path, name="toy")
+    assert sha256_file(path / "manifest.json") == before
+
+
+def test_failed_build_leaves_nothing(tmp_path):
+    class Broken(StandIn):
+        def forward(self, frames):  # passes eagerly, but torch.export cannot trace data-dependent Python
+            out = super().forward(frames)
+            if frames.float().mean() > 0:
+                return out
+            return out
+
+    config = PipelineConfig(detector="standin", frame_size=FRAME, max_faces=2)
+    with pytest.raises(Exception):
+        fb.write_bundle(Broken().eval(), config, backend="export", out_root=tmp_path, name="toy",
+                        source_models={}, golden_frames=standin_frames())
+    assert list((tmp_path / "toy").iterdir()) == []
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"dtype": "fp16"}, "fp16.*CUDA"),
+    ({"backend": "tensorrt"}, "tensorrt"),
+    ({"device": "cuda"} if not torch.cuda.is_available() else {"device": "mps"}, "CUDA|cpu"),
+    ({"backend": "onnx"}, "backend must be one of"),
+    ({"version": "v1"}, "semantic version"),
+    ({"name": "../evil"}, "bundle name"),
+])
+def test_bad_requests_are_refused(tmp_path, kw, message):
+    with pytest.raises(ValueError, match=message):
+        write_standin(tmp_path, **{"backend": "export", **kw})
+    assert not any(tmp_path.rglob("manifest.json"))
+
+
+def test_bad_golden_frames(tmp_path):
+    config = PipelineConfig(detector="standin", frame_size=FRAME, max_faces=2)
+    with pytest.raises(ValueError, match=r"golden_frames must be uint8 \[2, 3, 64, 96\]"):
+        fb.write_bundle(StandIn(), config, backend="export", out_root=tmp_path, source_models={},
+                        golden_frames=torch.zeros(2, 3, 64, 95, dtype=torch.uint8))
+
+
+def test_default_golden_frames_hold_real_faces():
+    frames = fb.default_golden_frames((320, 240))
+    assert frames.dtype == torch.uint8 and frames.shape == (2, 3, 240, 320)
+    # The astronaut (512x512) fills a 240x240 square at the left; the rest is zero padding.
+    assert frames[0, :, :, 240:].max() == 0 and frames[0, :, :, :240].float().std() > 30
+
+
+def test_torchscript_standin_reloads(tmp_path):
+    bundle = load_bundle(write_standin(tmp_path, backend="torchscript"))
+    assert bundle.manifest["artifact"]["file"] == "model.ts"
+    out = bundle(standin_frames()[[1, 1, 0]])
+    assert out["imgs_crop"].shape == (3, 2, 3, 16, 16)
+
+
+@pytest.mark.slow
+def test_aoti_standin(tmp_path):
+    bundle = load_bundle(write_standin(tmp_path, backend="aoti"))
+    assert bundle.manifest["artifact"]["file"] == "model_aoti.pt2"
+    assert bundle.golden_diffs["bbox"] <= 1e-3
+
+
+# --- the real pipeline (det_500m, aligned crop) -------------------------------------------------
+
+def test_cli_export_and_inspect(tmp_path, capsys):
+    model = real_model("det_500m")
+    rc = main(["export", "--detector", str(model), "--crop", "align", "--frame-size", "320x240",
+               "--backend", "export", "--out", str(tmp_path), "--version", "0.1.0"])
+    assert rc == 0
+    path = tmp_path / "det_500m-align112-320x240-export-cpu-fp32" / "0.1.0"
+    assert capsys.readouterr().out.strip().endswith(str(path))
+    m = json.loads((path / "manifest.json").read_text())
+    assert m["config"]["crop"] == "align" and m["source_models"]["detector"]["file"] == "det_500m.onnx"
+    assert [o["name"] for o in m["outputs"]] == ["valid", "conf", "bbox", "lms", "crop_mat", "imgs_crop"]
+    with np.load(path / "golden.npz", allow_pickle=False) as g:
+        assert g["output.valid"][0].sum() == 1 and g["output.valid"][1].sum() >= 5  # astronaut, t1's faces
+
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[:out.rindex("}") + 1])["artifact"]["sha256"] == m["artifact"]["sha256"]
+    assert re.search(r"verified Bundle\(.*golden self-check pass", out)
+
+    (path / "model.pt2").write_bytes((path / "model.pt2").read_bytes()[:-10] + b"0123456789")
+    assert main(["inspect", str(path)]) == 1
+    assert "SHA-256" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["torchscript", "export", pytest.param("aoti", marks=pytest.mark.slow)])
+def test_backend_parity_on_video(tmp_path, backend, photo_frames):
+    """Section 5: each backend equals the eager module on every frame of a video of real photos."""
+    model = real_model("det_500m")
+    config = PipelineConfig(detector=str(model), crop="align", frame_size=(320, 240))
+    eager = build_pipeline(config)
+    path = fb.write_bundle(eager, config, backend=backend, out_root=tmp_path, source_models={"detector": model})
+    bundle = load_bundle(path)
+    diffs = bundle.golden_diffs
+    assert diffs["valid"] == 0 and diffs["bbox"] <= 1e-3 and diffs["lms"] <= 1e-3 and diffs["imgs_crop"] <= 1
+
+    video = make_video(tmp_path / "v.mp4", photo_frames)
+    frames, scales, _ = decode_all(video)
+    with torch.inference_mode():
+        want = {k: v.numpy() for k, v in zip(eager.output_names, eager(frames))}
+    assert want["valid"].sum() >= 40  # 5 astronaut frames + 6 frames of t1's faces
+    results = process_video(bundle, video, tmp_path / "r.npz", batch_size=5, save_crops=True, progress=False)
+    with np.load(results, allow_pickle=False) as r:
+        got = {k: r[k] for k in ("valid", "conf", "bbox", "lms", "crop_mat")}
+        v = r["valid"]
+        got["imgs_crop"] = np.zeros_like(want["imgs_crop"])
+        got["imgs_crop"][r["crop_frame_index"], r["crop_slot"]] = r["imgs_crop"]
+    got["bbox"], got["lms"] = got["bbox"] * 0.5, got["lms"] * 0.5  # back to the 320x180 frame's pixels
+    got["crop_mat"] = got["crop_mat"] @ np.diag([2.0, 2.0, 1.0]).astype(np.float32)
+    assert np.allclose(scales, 0.5) and v.sum() == want["valid"].sum()
+    worst = compare_outputs(want, got, fb.TOLERANCES["fp32"])
+    print(backend, worst)
