@@ -1,0 +1,396 @@
+"""Results over many batches: accumulate, track faces, filter, visualise.
+
+:class:`BatchResults` is Medusa's container with the same semantics: per-batch
+outputs of the detector, landmark or crop models (dicts of per-detection
+tensors plus ``n_img``) are added batch by batch, with ``img_idx`` offset by
+the number of frames seen before; faces are then given a stable ``face_idx``
+across frames by greedy nearest-landmark matching (:func:`sort_faces`), rare
+faces are dropped (:func:`filter_faces`), and the result is drawn as a picture
+grid or a video.
+
+Conventions: every per-detection tensor has the detections on its first axis
+(N rows in total); ``img_idx`` (N,) long says which frame each row came from;
+``bbox`` (N, 4) is (x1, y1, x2, y2), ``lms`` (N, L, 2) are (x, y) pixels;
+``crop_mat`` (N, 3, 3) maps original-frame pixels to crop pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from facecrop.data import VideoLoader
+from facecrop.draw import draw_faces, face_color, save_grid, write_video
+from facecrop.geometry import transform_points, warp_crops
+
+__all__ = ["BatchResults", "sort_faces", "filter_faces"]
+
+_META = ("n_img", "device")
+
+
+def sort_faces(lms: torch.Tensor, img_idx: torch.Tensor, dist_threshold: float = 250) -> torch.Tensor:
+    """Give each detection a face identity that is stable across frames (Medusa's tracker).
+
+    Frames are visited in order of ``img_idx``. The first frame with detections
+    starts one tracked face per detection. In each later frame, the detections
+    are taken from the one closest to any tracked face to the farthest; each is
+    given its nearest still-unclaimed tracked face if the Euclidean distance
+    between the flattened landmarks is below ``dist_threshold``, else it starts a
+    new face. Matched faces' landmarks are replaced by the new detection's;
+    unmatched tracked faces keep their last landmarks (so a face that leaves and
+    comes back near where it left keeps its identity).
+
+    Being greedy and position-only, this swaps identities when a face is missed
+    while another one is nearer to its last position than to its own (e.g. two
+    faces crossing with detections missing at the crossing).
+
+    Args:
+        lms: landmarks (or any points) of shape (N, L, C).
+        img_idx: frame index of each detection, shape (N,), integer.
+        dist_threshold: distance in pixels (over all L*C coordinates together) at
+            or above which a detection is a new face.
+
+    Returns:
+        face ids of shape (N,), int64, numbered 0, 1, ... in order of appearance.
+
+    Example:
+        >>> lms = torch.tensor([[[0.0, 0.0]], [[500.0, 0.0]], [[490.0, 5.0]], [[10.0, 5.0]]])
+        >>> sort_faces(lms, torch.tensor([0, 0, 1, 1]))
+        tensor([0, 1, 1, 0])
+    """
+    if lms.ndim < 2 or lms.shape[0] != img_idx.shape[0]:
+        raise ValueError(
+            f"lms must have shape (N, ...) with N = len(img_idx) = {img_idx.shape[0]}, got {tuple(lms.shape)}"
+        )
+    face_idx = torch.zeros_like(img_idx, dtype=torch.int64)
+    flat = lms.reshape(lms.shape[0], -1).float()  # [N, L*C]
+    tracker = None  # [n_faces, L*C], last landmarks of every face seen so far
+    # Rows of each frame, frames in increasing order (one sort, not one scan per frame).
+    order = torch.argsort(img_idx, stable=True)
+    counts = torch.unique_consecutive(img_idx[order], return_counts=True)[1]
+    for det in torch.split(order, counts.tolist()):
+        lms_img = flat[det]  # [n_det, L*C]
+        if tracker is None:
+            face_idx[det] = torch.arange(len(det), device=face_idx.device)
+            tracker = lms_img.clone()
+            continue
+        dists = torch.cdist(lms_img, tracker)  # [n_det, n_faces]
+        assigned = torch.full((len(det),), -1, dtype=torch.int64, device=face_idx.device)
+        free = torch.ones(tracker.shape[0], dtype=torch.bool, device=dists.device)
+        # Best-matching detections claim their face first.
+        for i_det in dists.min(dim=1).values.argsort().tolist():
+            if not free.any():
+                break
+            d = dists[i_det].masked_fill(~free, float("inf"))
+            min_dist, min_face = d.min(dim=0)
+            if min_dist < dist_threshold:
+                assigned[i_det] = min_face
+                free[min_face] = False
+        matched = assigned >= 0
+        tracker[assigned[matched]] = lms_img[matched]
+        n_new = int((~matched).sum())
+        assigned[~matched] = tracker.shape[0] + torch.arange(n_new, device=assigned.device)
+        tracker = torch.cat([tracker, lms_img[~matched]])
+        face_idx[det] = assigned
+    return face_idx
+
+
+def filter_faces(face_idx: torch.Tensor, n_img: int, present_threshold: float = 0.1) -> torch.Tensor:
+    """Which detections belong to faces present in at least ``present_threshold`` of the frames.
+
+    Args:
+        face_idx: face id of each detection, shape (N,).
+        n_img: number of frames.
+        present_threshold: minimum fraction of frames (detections of the face / n_img).
+
+    Returns:
+        a bool mask of shape (N,).
+
+    Example:
+        >>> filter_faces(torch.tensor([0, 0, 0, 1]), n_img=10, present_threshold=0.2)
+        tensor([ True,  True,  True, False])
+    """
+    _, inverse, counts = face_idx.unique(return_inverse=True, return_counts=True)
+    return (counts.float() / max(n_img, 1) >= present_threshold)[inverse]
+
+
+class BatchResults:
+    """Per-detection results accumulated over batches of frames (Medusa's ``BatchResults``).
+
+    Args:
+        n_img: frames the given results cover (``out['n_img']``).
+        device: where accumulated tensors are kept (e.g. ``'cpu'`` for long videos).
+        **kwargs: per-detection tensors of a first batch (``conf``, ``bbox``, ``lms``,
+            ``img_idx``, ``imgs_crop``, ``crop_mat``, ...), so that
+            ``BatchResults(**out)`` holds one batch's output.
+
+    Attributes are the concatenated tensors (``results.lms``, ``results.img_idx``,
+    ...), ``n_img`` (frames seen) and, after :meth:`sort_faces`, ``face_idx``.
+    :meth:`add` queues a batch; :meth:`concat` (called by every method that needs
+    the data) appends the queued batches to the attributes.
+
+    Example:
+        >>> out = {"conf": torch.ones(2), "lms": torch.zeros(2, 5, 2), "img_idx": torch.tensor([0, 1]), "n_img": 2}
+        >>> results = BatchResults()
+        >>> results.add(**out); results.add(**out)
+        >>> results.concat()
+        >>> results.img_idx, results.n_img
+        (tensor([0, 1, 2, 3]), 4)
+    """
+
+    def __init__(self, n_img: int = 0, device: str | torch.device = "cpu", **kwargs):
+        self.device = torch.device(device)
+        self.n_img = 0
+        self._pending: dict[str, list[torch.Tensor]] = {}
+        if kwargs:
+            self.add(n_img=n_img, **kwargs)
+            self.concat()
+        else:
+            self.n_img = int(n_img)
+
+    def add(self, n_img: int | None = None, **kwargs) -> None:
+        """Queue one batch's per-detection tensors; ``img_idx`` is offset by the frames seen so far.
+
+        Args:
+            n_img: frames in this batch (required when ``img_idx`` is given).
+            **kwargs: per-detection tensors, all with the same first dimension.
+        """
+        if "img_idx" in kwargs and n_img is None:
+            raise ValueError("add() needs n_img (the batch's frame count) to offset img_idx")
+        for key, value in kwargs.items():
+            if key.startswith("_") or key in _META:
+                raise ValueError(f"{key!r} cannot be added as per-detection data")
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{key} must be a torch.Tensor, got {type(value).__name__}")
+            if key == "img_idx":
+                # e.g. [0, 0, 1] -> [32, 32, 33] for the second batch of 32 frames
+                value = value.long() + self.n_img
+            self._pending.setdefault(key, []).append(value.detach().to(self.device))
+        if n_img is not None:
+            self.n_img += int(n_img)
+
+    def concat(self) -> None:
+        """Append all queued batches to the attributes (a no-op when nothing is queued)."""
+        for key, parts in self._pending.items():
+            existing = getattr(self, key, None)
+            setattr(self, key, torch.cat(([existing] if existing is not None else []) + parts))
+        self._pending = {}
+        self._check_lengths()
+
+    def _check_lengths(self) -> None:
+        lengths = {key: value.shape[0] for key, value in self._tensors().items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"per-detection tensors disagree on the number of detections: {lengths}")
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, torch.Tensor)}
+
+    def sort_faces(self, attr: str = "lms", dist_threshold: float = 250) -> None:
+        """Set ``face_idx`` (N,) with :func:`sort_faces` on attribute ``attr`` (e.g. ``'lms'``)."""
+        self.concat()
+        data = getattr(self, attr, None)
+        if not isinstance(data, torch.Tensor):
+            raise ValueError(f"cannot sort faces on {attr!r}: no such per-detection tensor (have {sorted(self._tensors())})")
+        if getattr(self, "img_idx", None) is None:
+            raise ValueError("cannot sort faces without img_idx")
+        if getattr(self, "face_idx", None) is not None:
+            raise ValueError("face_idx is already computed")
+        self.face_idx = sort_faces(data, self.img_idx, dist_threshold)
+
+    def filter_faces(self, present_threshold: float = 0.1) -> None:
+        """Drop faces present in fewer than ``present_threshold`` of ``n_img`` frames; renumber face_idx 0, 1, ..."""
+        self.concat()
+        if getattr(self, "face_idx", None) is None:
+            raise ValueError("filter_faces() needs face_idx: call sort_faces() first")
+        keep = filter_faces(self.face_idx, self.n_img, present_threshold)
+        for key, value in self._tensors().items():
+            setattr(self, key, value[keep])
+        # Consecutive ids, in the same order: [0, 2, 5] -> [0, 1, 2].
+        self.face_idx = self.face_idx.unique(return_inverse=True)[1]
+
+    def to_dict(self, exclude: str | list[str] | None = None) -> dict:
+        """The per-detection tensors and ``n_img`` as a dict (without the keys in ``exclude``)."""
+        self.concat()
+        exclude = [exclude] if isinstance(exclude, str) else list(exclude or [])
+        out = {"n_img": self.n_img, **self._tensors()}
+        return {k: v for k, v in out.items() if k not in exclude}
+
+    @classmethod
+    def from_npz(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> BatchResults:
+        """Load a runtime results file (padded per-frame arrays) into the per-detection form.
+
+        The file holds ``frame_index`` (F,), ``pts_seconds`` (F,), ``valid`` (F, K)
+        bool and, padded to K faces per frame, ``conf`` (F, K), ``bbox`` (F, K, 4),
+        ``lms`` (F, K, L, 2) and ``crop_mat`` (F, K, 3, 3). Rows where ``valid`` is
+        False are dropped; ``img_idx`` is the video frame index (``frame_index``) of
+        each kept face and ``n_img`` is F.
+        """
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        for key in ("frame_index", "valid"):
+            if key not in arrays:
+                raise ValueError(f"{path} is not a runtime results file: no {key!r} array (has {sorted(arrays)})")
+        valid = torch.from_numpy(arrays.pop("valid")).bool()  # [F, K]
+        frame_index = torch.from_numpy(arrays.pop("frame_index")).long()  # [F]
+        arrays.pop("pts_seconds", None)
+        rows, _ = valid.nonzero(as_tuple=True)
+        out = {"img_idx": frame_index[rows]}
+        for key, value in arrays.items():
+            if value.shape[:2] != tuple(valid.shape):
+                raise ValueError(f"{key} must have shape (F, K, ...) = {tuple(valid.shape)}, got {value.shape}")
+            out[key] = torch.from_numpy(value)[valid]
+        return cls(n_img=valid.shape[0], device=device, **out)
+
+    @torch.no_grad()
+    def visualize(
+        self,
+        f_out: str | os.PathLike,
+        imgs: torch.Tensor | VideoLoader | str | os.PathLike,
+        video: bool = False,
+        show_cropped: bool = False,
+        fps: float = 24,
+        crop_size: tuple[int, int] = (224, 224),
+        template: torch.Tensor | None = None,
+        nrow: int = 8,
+    ) -> list[Path]:
+        """Draw the results onto the frames and save them as one picture grid or an MP4.
+
+        On the original frames: face boxes (one colour per ``face_idx``, red before
+        sorting) labelled with their confidence, landmarks in green, and the
+        template (mapped back with the inverse ``crop_mat``) in blue. With
+        ``show_cropped``: each face's frames warped into crop space with
+        ``crop_mat``, its landmarks and the template; one output per face, named
+        ``<stem>_face-<id+1><suffix>`` when there are several faces.
+
+        Args:
+            f_out: output path: ``.png``/``.jpg`` for a grid, ``.mp4`` for a video.
+            imgs: the frames the results came from: a tensor of shape (n_img, 3, H, W)
+                (or (3, H, W)), uint8 or float 0-255, a :class:`VideoLoader`, or the
+                path of the video or picture.
+            video: write an MP4 (one frame per input frame) instead of a grid.
+            show_cropped: draw in crop space (needs ``crop_mat``).
+            fps: video frame rate.
+            crop_size: crop ``(h, w)`` for ``show_cropped``.
+            template: points of shape (P, 2) in crop pixels (e.g. the alignment
+                template scaled to ``crop_size``).
+            nrow: pictures per row of the grid.
+
+        Returns:
+            the paths written.
+        """
+        self.concat()
+        imgs = _as_uint8_frames(imgs)
+        if imgs.shape[0] != self.n_img:
+            raise ValueError(f"imgs must hold the {self.n_img} frames the results cover, got shape {tuple(imgs.shape)}")
+        f_out = Path(f_out)
+        if show_cropped:
+            if getattr(self, "crop_mat", None) is None:
+                raise ValueError("show_cropped=True needs crop_mat (results of a crop model)")
+            face_idx = self._face_idx()
+            ids = face_idx.unique().tolist()
+            paths = []
+            for face_id in ids:
+                path = f_out.with_name(f"{f_out.stem}_face-{face_id + 1}{f_out.suffix}") if len(ids) > 1 else f_out
+                frames = self._draw_cropped(imgs, face_id, crop_size, template)
+                paths.append(_save(path, frames, video, fps, nrow))
+            return paths
+        return [_save(f_out, self._draw_frames(imgs, template), video, fps, nrow)]
+
+    def _face_idx(self) -> torch.Tensor:
+        face_idx = getattr(self, "face_idx", None)
+        if face_idx is None:  # before sort_faces every detection is drawn as face 0
+            return torch.zeros(self._num_detections(), dtype=torch.int64)
+        return face_idx.cpu()
+
+    def _num_detections(self) -> int:
+        tensors = self._tensors()
+        return next(iter(tensors.values())).shape[0] if tensors else 0
+
+    def _draw_frames(self, imgs: torch.Tensor, template: torch.Tensor | None) -> torch.Tensor:
+        img_idx = self._cpu("img_idx")
+        bbox, conf, lms = self._cpu("bbox"), self._cpu("conf"), self._cpu("lms")
+        crop_mat = self._cpu("crop_mat")
+        sorted_ = getattr(self, "face_idx", None) is not None
+        face_idx = self._face_idx()
+        out = []
+        for i, img in enumerate(imgs):
+            det = (img_idx == i) if img_idx is not None else torch.zeros(0, dtype=torch.bool)
+            if not det.any():
+                out.append(img)
+                continue
+            colors = [face_color(f) for f in face_idx[det].tolist()] if sorted_ else None
+            labels = [f"{c:.3f}" for c in conf[det].tolist()] if conf is not None else None
+            tmpl = None
+            if template is not None and crop_mat is not None:
+                # [K, P, 2]: the crop-space template seen in the original frame
+                tmpl = transform_points(torch.linalg.inv(crop_mat[det].double()), template.double().cpu())
+            out.append(
+                draw_faces(
+                    img,
+                    bbox=bbox[det] if bbox is not None else None,
+                    lms=lms[det] if lms is not None else None,
+                    labels=labels,
+                    colors=colors,
+                    template=tmpl,
+                )
+            )
+        return torch.stack(out)
+
+    def _draw_cropped(self, imgs, face_id, crop_size, template) -> torch.Tensor:
+        img_idx, lms = self._cpu("img_idx"), self._cpu("lms")
+        crop_mat = self._cpu("crop_mat").float()
+        rows = (self._face_idx() == face_id).nonzero().squeeze(1)
+        out = []
+        for r in rows.tolist():
+            frame = imgs[int(img_idx[r])].float().unsqueeze(0)  # [1, 3, H, W]
+            crop = warp_crops(frame, crop_mat[r].view(1, 1, 3, 3), tuple(crop_size))[0, 0]
+            crop = crop.round().clamp(0, 255).to(torch.uint8)
+            crop_lms = transform_points(crop_mat[r], lms[r].float()).unsqueeze(0) if lms is not None else None
+            out.append(draw_faces(crop, lms=crop_lms, template=template.cpu() if template is not None else None))
+        return torch.stack(out)
+
+    def _cpu(self, key: str) -> torch.Tensor | None:
+        value = getattr(self, key, None)
+        return value.cpu() if isinstance(value, torch.Tensor) else None
+
+    def __len__(self) -> int:
+        """Number of detections (concatenated)."""
+        return self._num_detections()
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self._tensors().items())
+        return f"BatchResults(n_img={self.n_img}, device='{self.device}', {shapes})"
+
+
+def _as_uint8_frames(imgs) -> torch.Tensor:
+    """Frames (B, 3, H, W) uint8 on the CPU from a tensor, a VideoLoader, or a video/picture path."""
+    if isinstance(imgs, (str, os.PathLike)):
+        path = Path(imgs)
+        if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+            with Image.open(path) as img:
+                imgs = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)
+        else:
+            imgs = VideoLoader(path)
+    if isinstance(imgs, VideoLoader):
+        imgs = torch.cat(list(imgs))
+    if not isinstance(imgs, torch.Tensor):
+        raise TypeError(f"imgs must be a tensor of frames, a VideoLoader or a path, got {type(imgs).__name__}")
+    if imgs.ndim == 3:
+        imgs = imgs.unsqueeze(0)
+    if imgs.ndim != 4 or imgs.shape[1] != 3:
+        raise ValueError(f"imgs must have shape (B, 3, H, W) or (3, H, W), got {tuple(imgs.shape)}")
+    if imgs.dtype != torch.uint8:
+        imgs = imgs.round().clamp(0, 255).to(torch.uint8)
+    return imgs.cpu()
+
+
+def _save(path: Path, frames: torch.Tensor, video: bool, fps: float, nrow: int) -> Path:
+    if path.exists():
+        path.unlink()
+    if video:
+        return write_video(path, frames, fps=fps)
+    return save_grid(path, frames, nrow=nrow)
