@@ -14,16 +14,18 @@ import torch
 
 
 def load_image(path: str | Path) -> torch.Tensor:
-    """Read an image file as RGB uint8 ``[3, H, W]``."""
-    from torchvision.io import ImageReadMode, decode_image
+    """Read an image file as RGB uint8 ``[3, H, W]`` (with PIL: torchvision's decoders are deprecated)."""
+    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
-        return decode_image(str(path), mode=ImageReadMode.RGB)
-    except RuntimeError as err:
+        with Image.open(path) as img:
+            rgb = np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot decode image {path}: {err}") from None
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
 
 
 def _as_tensor(img) -> torch.Tensor:
