@@ -27,6 +27,7 @@ onnx2torch conversion from being compiled or batched:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,9 @@ def _run_all_values(model: onnx.ModelProto, example: np.ndarray) -> dict[str, np
     import onnxruntime as ort
 
     probe = onnx.ModelProto.FromString(model.SerializeToString())
+    for output in probe.graph.output:
+        # The file declares its outputs for its own input size; at another size that only makes warnings.
+        output.type.tensor_type.ClearField("shape")
     known = {o.name for o in probe.graph.output}
     for node in probe.graph.node:
         for name in node.output:
@@ -141,18 +145,15 @@ def _run_all_values(model: onnx.ModelProto, example: np.ndarray) -> dict[str, np
     return dict(zip(names, values))
 
 
-def fold_shape_computations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, tuple[int, ...]]]:
+def fold_shape_computations(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fold every tensor computed only from constants and static shapes.
 
     ``model`` must have a fully static input (see :func:`fix_input_size`).
-    Returns the folded model and the batch-1 shape of every tensor.
     """
     graph = model.graph
     image = _graph_inputs(model)[0]
     example = np.zeros([d.dim_value for d in image.type.tensor_type.shape.dim], np.float32)
     values = _run_all_values(model, example)
-    shapes = {name: tuple(v.shape) for name, v in values.items()}
-    shapes[image.name] = example.shape
 
     static = {i.name for i in graph.initializer}
     folded_nodes = []
@@ -173,15 +174,13 @@ def fold_shape_computations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, di
     del graph.node[:]
     graph.node.extend(kept)
     graph.initializer.extend(new_initializers)
-    return model, shapes
+    return model
 
 
 def _static_onnx_to_torch(model: onnx.ModelProto) -> nn.Module:
     from onnx2torch import convert
 
     # onnx2torch warns about Resize modes it maps approximately; nearest/asymmetric/floor is exact.
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # eval() before anything runs it: BatchNorm in training mode would overwrite its statistics.
@@ -292,7 +291,7 @@ def convert_onnx(model: onnx.ModelProto | str | Path, height: int, width: int) -
     if not isinstance(model, onnx.ModelProto):
         model = load_onnx(model)
     fixed = fix_input_size(model, height, width)
-    folded, _ = fold_shape_computations(fixed)
+    folded = fold_shape_computations(fixed)
     gm = _static_onnx_to_torch(folded)
     channels = input_shape(fixed)[1]
     example = torch.rand(1, channels, height, width, generator=torch.Generator().manual_seed(0))
