@@ -42,11 +42,15 @@ def resize_bilinear(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
         return F.interpolate(frames, size=size, mode="bilinear", align_corners=False)
     new_h, new_w = size
     height, width = frames.shape[-2:]
-    x = frames.int()
     i0, i1, w0, w1 = _taps(width, new_w, frames.device)
-    rows = x[..., i0] * w0 + x[..., i1] * w1  # [B, C, H, new_w], scaled by 2048
     j0, j1, v0, v1 = _taps(height, new_h, frames.device)
+    # OpenCV filters every source row horizontally, then blends pairs of rows. Only the four taps of
+    # each output pixel matter, so gather those from the uint8 frame first: the work is that of the
+    # output, not of the (much larger) input frame.
+    rows0, rows1, cols0, cols1 = j0[:, None], j1[:, None], i0[None, :], i1[None, :]
+    top_h = frames[..., rows0, cols0].int() * w0 + frames[..., rows0, cols1].int() * w1  # [B, C, new_h, new_w]
+    bottom_h = frames[..., rows1, cols0].int() * w0 + frames[..., rows1, cols1].int() * w1  # scaled by 2048
     # OpenCV's VResizeLinearVec_32s8u: drop 4 bits, multiply, keep the high 16 bits, round the last 2.
-    top = (v0[:, None] * (rows[..., j0, :] >> 4)) >> 16
-    bottom = (v1[:, None] * (rows[..., j1, :] >> 4)) >> 16
+    top = (v0[:, None] * (top_h >> 4)) >> 16
+    bottom = (v1[:, None] * (bottom_h >> 4)) >> 16
     return ((top + bottom + 2) >> 2).clamp(0, 255).to(torch.uint8)
