@@ -1,0 +1,50 @@
+"""The benchmark script runs end to end (tiny ``--smoke`` mode) and writes what it promises.
+
+No timing is asserted: the figures depend on the machine; only that every pipeline ran on
+the same real frames, found faces, and that the JSON, markdown and PNG hold the report.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, real_model
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_json_markdown_and_plot(tmp_path):
+    model = real_model("det_500m")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--smoke", "--out", str(tmp_path),
+                           "--model-dir", str(model.parent)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {"mode", "machine", "video", "rows", "sweeps", "target_case", "notes"} <= set(results)
+    assert results["mode"] == "smoke"
+    assert {"torch", "device", "threads", "cpu"} <= set(results["machine"])
+    rows = {r["backend"]: r for r in results["rows"]}
+    assert set(rows) == {"insightface", "eager"}
+    for row in rows.values():
+        assert "error" not in row, row
+        assert {"fps", "fps_decode_included", "ms_per_frame", "peak_rss_mb", "warmup_s", "ratio"} <= set(row)
+        assert row["fps"] > 0 and row["fps_decode_included"] > 0 and row["peak_rss_mb"] > 0
+        assert row["faces_per_frame"] > 0  # the real faces in the video are found
+    assert rows["insightface"]["ratio"] == pytest.approx(1.0)
+    assert set(rows["eager"]["ms_per_frame"]) == {"1", "2"}
+    # Both pipelines see the same real faces: frame 0 has one, frame 1 two.
+    assert rows["eager"]["faces_per_frame"] == rows["insightface"]["faces_per_frame"] == pytest.approx(1.5)
+    for sweep in ("faces", "sizes"):
+        fps = results["sweeps"][sweep]["fps"]
+        assert set(fps) == {"insightface", "eager"}
+        assert all(set(v) == set(results["sweeps"][sweep]["labels"]) for v in fps.values())
+
+    report = (tmp_path / "results.md").read_text()
+    assert "| det_500m@224 + align224 | insightface |" in report and "| det_500m@224 + align224 | eager |" in report
+    assert results["machine"]["torch"] in report
+    assert report.splitlines()[0] in proc.stdout  # the table is printed
+    assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("run-")]  # the work folder is removed
