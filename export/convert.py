@@ -245,6 +245,20 @@ def _make_batch_generic(gm: torch.fx.GraphModule, example: torch.Tensor) -> torc
     return gm
 
 
+def _own_storage(module: nn.Module) -> None:
+    """Give every parameter and buffer its own storage.
+
+    onnx2torch can leave several weights as views of one storage (seen with det_2.5g);
+    ``torch.export.save`` then fails to group them ("numel: integer multiplication overflow").
+    """
+    for sub in module.modules():
+        for name, param in sub.named_parameters(recurse=False):
+            param.data = param.data.clone()
+        for name, buffer in sub.named_buffers(recurse=False):
+            if buffer is not None:
+                sub._buffers[name] = buffer.clone()
+
+
 def _replace_node(gm: torch.fx.GraphModule, node: torch.fx.Node, module: nn.Module) -> None:
     """Replace a call of ``node`` (data input first) by a call of ``module`` on its data input."""
     name = f"batched_{node.name}"
@@ -296,5 +310,6 @@ def convert_onnx(model: onnx.ModelProto | str | Path, height: int, width: int) -
     channels = input_shape(fixed)[1]
     example = torch.rand(1, channels, height, width, generator=torch.Generator().manual_seed(0))
     gm = _make_batch_generic(gm, example)
+    _own_storage(gm)
     names = tuple(o.name for o in folded.graph.output)
     return ConvertedNet(gm, names).eval().requires_grad_(False)

@@ -49,3 +49,12 @@ def astronaut_rgb() -> np.ndarray:
     from benchmarks.photos import astronaut_rgb
 
     return astronaut_rgb()
+
+
+@pytest.fixture(scope="module")
+def example_cache(tmp_path_factory):
+    """Generated pictures/videos go to a fresh temporary cache (one per test module), never into the repo or ~/.cache."""
+    path = tmp_path_factory.mktemp("facecrop-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FACECROP_CACHE_DIR", str(path))
+        yield path

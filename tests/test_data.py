@@ -26,12 +26,8 @@ N_FRAMES = 120
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cache_dir(tmp_path_factory):
-    """Generated pictures/videos go to a fresh temporary cache, never into the repo or ~/.cache."""
-    path = tmp_path_factory.mktemp("facecrop-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FACECROP_CACHE_DIR", str(path))
-        yield path
+def cache_dir(example_cache):
+    return example_cache
 
 
 @pytest.fixture(scope="module")

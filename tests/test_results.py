@@ -19,12 +19,8 @@ from facecrop.results import BatchResults, filter_faces, sort_faces
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cache_dir(tmp_path_factory):
-    """Generated pictures/videos go to a fresh temporary cache, never into the repo or ~/.cache."""
-    path = tmp_path_factory.mktemp("facecrop-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FACECROP_CACHE_DIR", str(path))
-        yield path
+def cache_dir(example_cache):
+    return example_cache
 
 
 def _batch(img_idx, n_img, n_points=5, offset=0.0):
