@@ -57,12 +57,12 @@ def _check_landmarks(points: torch.Tensor, name: str, count: int | None = None) 
 
 
 def align_crop_matrix(
-    kps: torch.Tensor, output_size: int | tuple[int, int] = 112
+    kps: torch.Tensor, output_size: int | tuple[int, int] = 112, template: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Crop matrix of the ArcFace/MICA aligned crop from 5 keypoints.
 
     The least-squares similarity (Umeyama, with scale, no reflection) from ``kps``
-    to :data:`TEMPLATE` scaled by ``output_size / 112``.
+    to ``template`` (default :data:`TEMPLATE`) scaled by ``output_size / 112``.
 
     Difference from InsightFace 0.7.3 ``face_align.estimate_norm(lmk, image_size)``:
     it agrees for sizes divisible by 112 (112, 224, 448, ...), but for sizes
@@ -74,6 +74,7 @@ def align_crop_matrix(
         kps: detector keypoints of shape (..., 5, 2): left eye, right eye, nose tip,
             left and right mouth corners, (x, y) image pixels.
         output_size: side of the square crop, an int or a square ``(h, w)``.
+        template: 5 points of shape (5, 2) in 112x112 crop space.
 
     Returns:
         - crop_mat: image -> crop matrices of shape (..., 3, 3).
@@ -88,7 +89,8 @@ def align_crop_matrix(
     _check_landmarks(kps, "kps", count=5)
     side = _square_side(output_size)
     dtype = torch.promote_types(kps.dtype, torch.float32) if kps.is_floating_point() else torch.float32
-    template = TEMPLATE.to(device=kps.device, dtype=dtype) * (side / 112.0)  # [5, 2]
+    template = TEMPLATE if template is None else template
+    template = template.to(device=kps.device, dtype=dtype) * (side / 112.0)  # [5, 2]
     return estimate_similarity(kps, template)
 
 

@@ -19,9 +19,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from facecrop.crops import TEMPLATE, bbox_crop_matrix
+from facecrop.crops import TEMPLATE, align_crop_matrix, bbox_crop_matrix
 from facecrop.detection import SCRFDHead
-from facecrop.geometry import estimate_similarity, warp_crops
+from facecrop.geometry import warp_crops
 from facecrop.landmarks import LandmarkHead
 from facecrop.pipeline_config import PipelineConfig
 
@@ -100,8 +100,7 @@ class FacePipeline(nn.Module):
         if self.landmarks is not None:
             out["lms"] = self.landmarks(frames, faces["bbox"], valid)
         if self.crop == "align":
-            template = self.align_template * (self.crop_size / 112.0)
-            crop_mat, ok = estimate_similarity(faces["lms"], template)
+            crop_mat, ok = align_crop_matrix(faces["lms"], self.crop_size, self.align_template)
         elif self.crop == "bbox":
             out["bbox"], crop_mat = bbox_crop_matrix(out["lms"], self.crop_size)
             ok = torch.ones_like(valid)

@@ -18,7 +18,8 @@ import torch
 from benchmarks.photos import astronaut_rgb
 from conftest import real_model
 from facecrop import TEMPLATE, AlignCropModel, SCRFDetector
-from facecrop.geometry import estimate_similarity, invert_affine, transform_points
+from facecrop.crops import align_crop_matrix
+from facecrop.geometry import invert_affine, transform_points
 from facecrop.pipeline import cut_crops
 
 CANVAS = 768
@@ -87,7 +88,7 @@ def test_crop_machinery_is_equivariant(model, original, transform):
     T = _similarity(*transform) @ np.linalg.inv(T0)
     kps = transform_points(torch.from_numpy(T).float(), ref["lms"][0])  # [5, 2], exact
     pipeline = model.pipeline
-    mat, ok = estimate_similarity(kps[None, None], pipeline.align_template * (pipeline.crop_size / 112))
+    mat, ok = align_crop_matrix(kps[None, None], pipeline.crop_size, pipeline.align_template)
     frames = torch.from_numpy(warped).permute(2, 0, 1)[None]
     crop = cut_crops(frames, mat, ok, pipeline.crop_size)[0, 0]
     mad, at_template, uncrop_mad = _metrics(ref["imgs_crop"][0], ref["crop_mat"][0], crop, mat[0, 0], T, warped)
