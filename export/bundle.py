@@ -26,8 +26,8 @@ import torch
 
 from facecrop import __version__
 from facecrop.pipeline_config import PipelineConfig
-from facecrop.runtime.bundle import (FORMAT_VERSION, MANIFEST, BundleError, compare_outputs, load_bundle,
-                                     read_manifest, sha256_file)
+from facecrop.runtime.bundle import (FORMAT_VERSION, MANIFEST, MAX_SIDE, MIN_SIDE, BundleError, compare_outputs,
+                                     load_bundle, read_manifest, sha256_file)
 
 BACKENDS = {"torchscript": "model.ts", "export": "model.pt2", "aoti": "model_aoti.pt2", "tensorrt": "model_trt.pt2"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -39,8 +39,8 @@ TOLERANCES = {
 MAX_BATCH = 4096
 
 
-def golden_tolerance(config: PipelineConfig, dtype: str) -> dict:
-    """The self-check tolerance for this pipeline (see bundles/README.md for the reasons).
+def golden_tolerance(config: PipelineConfig, dtype: str, max_side: int) -> dict:
+    """The self-check tolerance for this pipeline on frames up to ``max_side`` px (see bundles/README.md).
 
     fp32 coordinates agree to 1e-3 px in the detector's input; a frame larger than the
     detector input multiplies that by the resize factor (1080p at 224: x8.6). Landmark
@@ -50,11 +50,13 @@ def golden_tolerance(config: PipelineConfig, dtype: str) -> dict:
     """
     tolerance = dict(TOLERANCES[dtype])
     if dtype == "fp32":
-        factor = max(max(config.frame_size) / min(config.det_size), 1.0)
+        factor = max(max_side / min(config.det_size), 1.0)
         tolerance["coords_px"] = 1e-3 * factor
         if config.landmarks:
             tolerance.update(coords_px=max(tolerance["coords_px"], 0.05), crop_stat="mean")
     return tolerance
+
+
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -64,52 +66,58 @@ def _step(text: str, start: float) -> None:
 
 
 def default_name(config: PipelineConfig, backend: str, device: str, dtype: str) -> str:
-    """e.g. ``det_500m-align112-320x240-export-cpu-fp32`` (model names, crop, frame size, build)."""
+    """e.g. ``det_500m-align112-det224-export-cpu-fp32`` (model names, crop, detector size, build)."""
     parts = [Path(config.detector).stem]
     if config.landmarks:
         parts.append(Path(config.landmarks).stem)
     if config.crop != "none":
         parts.append(f"{config.crop}{config.crop_size or (112 if config.crop == 'align' else 224)}")
-    parts += [f"{config.frame_size[0]}x{config.frame_size[1]}", backend, torch.device(device).type, dtype]
+    det_w, det_h = config.det_size
+    parts += [f"det{det_w}" if det_w == det_h else f"det{det_w}x{det_h}", backend, torch.device(device).type, dtype]
     return "-".join(parts)
 
 
-def default_golden_frames(frame_size: tuple[int, int]) -> torch.Tensor:
-    """Two real photos with faces, letterboxed to ``frame_size``: uint8 ``[2, 3, H, W]``.
+def default_golden_frames() -> list[torch.Tensor]:
+    """Real photos with faces at two sizes: uint8 ``[1, 3, 886, 1280]`` and ``[2, 3, 512, 384]``.
 
-    scikit-image's astronaut and InsightFace's ``t1.jpg`` when those packages are installed (the
-    ``dev`` extra), else two deterministic gradient images, so export works on a bare build install.
+    InsightFace's ``t1.jpg`` (six faces) at its own size, and a portrait cut of scikit-image's
+    astronaut with its mirror image, when those packages are installed (the ``dev`` extra);
+    otherwise deterministic gradients of the same sizes, so export works on a bare build install.
+    Two sizes (landscape and portrait) show on every load that the bundle serves any frame size.
     """
-    import av
+    from PIL import Image
 
-    from facecrop.runtime.video import letterbox
-
-    photos = []
-    try:
-        from skimage.data import astronaut
-
-        photos.append(astronaut())
-    except ImportError:
-        pass
     try:
         import insightface
 
-        photos.append(av.open(str(Path(insightface.__file__).parent / "data" / "images" / "t1.jpg")))
+        with Image.open(Path(insightface.__file__).parent / "data" / "images" / "t1.jpg") as img:
+            landscape = np.asarray(img.convert("RGB"))[None]
     except ImportError:
-        pass
-    frames = []
-    for photo in photos:
-        if isinstance(photo, np.ndarray):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(photo), format="rgb24")
-        else:
-            with photo:
-                frame = next(photo.decode(video=0))
-        frames.append(letterbox(frame, frame_size)[0])
-    width, height = frame_size
-    ramp = np.linspace(0, 255, width * height * 3).reshape(height, width, 3).astype(np.uint8)
-    while len(frames) < 2:
-        frames.append(ramp if not frames else ramp[::-1, ::-1].copy())
-    return torch.from_numpy(np.stack(frames[:2])).permute(0, 3, 1, 2).contiguous()
+        landscape = np.linspace(0, 255, 886 * 1280 * 3).reshape(1, 886, 1280, 3).astype(np.uint8)
+    try:
+        from skimage.data import astronaut
+
+        portrait = astronaut()[:, 64:448]
+    except ImportError:
+        portrait = np.linspace(0, 255, 512 * 384 * 3).reshape(512, 384, 3).astype(np.uint8)
+    portrait = np.stack([portrait, portrait[:, ::-1]])
+    return [torch.from_numpy(np.array(f)).permute(0, 3, 1, 2).contiguous() for f in (landscape, portrait)]
+
+
+def _check_frames(frames: list[torch.Tensor]) -> None:
+    if not frames or not all(isinstance(f, torch.Tensor) and f.dtype == torch.uint8 and f.ndim == 4
+                             and f.shape[1] == 3 and f.shape[0] >= 1 for f in frames):
+        got = [f"{f.dtype} {tuple(f.shape)}" if isinstance(f, torch.Tensor) else type(f).__name__ for f in frames]
+        raise ValueError(f"golden_frames must be a non-empty list of uint8 [b, 3, H, W] batches, got {got}")
+    for f in frames:
+        if not (MIN_SIDE <= min(f.shape[2:]) and max(f.shape[2:]) <= MAX_SIDE):
+            raise ValueError(f"golden frames of {f.shape[3]}x{f.shape[2]} are outside {MIN_SIDE}-{MAX_SIDE} px a side")
+
+
+def _unseen_size(frames: torch.Tensor) -> torch.Tensor:
+    """An odd-sized cut of ``frames`` (a size no golden case has) to verify that any size works."""
+    height, width = frames.shape[2:]
+    return frames[:, :, : max(MIN_SIDE, height * 3 // 4) | 1, : max(MIN_SIDE, width * 5 // 6) | 1].contiguous()
 
 
 def _check_request(config: PipelineConfig, backend: str, device: str, dtype: str, name: str, version: str) -> None:
@@ -138,12 +146,15 @@ def _check_request(config: PipelineConfig, backend: str, device: str, dtype: str
 
 
 def _save_artifact(module: torch.nn.Module, frames: torch.Tensor, backend: str, dtype: str, path: Path) -> None:
-    """Compile/serialise ``module`` for ``frames``-like inputs with a dynamic batch dimension."""
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    """Compile/serialise ``module`` for uint8 frames with dynamic batch, height and width."""
+    dims = {0: torch.export.Dim("batch", min=1, max=MAX_BATCH),
+            2: torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE),
+            3: torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)}
     if backend == "torchscript":
         with warnings.catch_warnings():
             # TorchScript is deprecated upstream but still the portable format; the tracer's warnings
-            # about shape checks are moot because write_bundle verifies the trace at batch 1, 2 and 3.
+            # about shape checks are moot because write_bundle verifies the trace at other batch and
+            # frame sizes than the one it was traced at.
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.jit.save(torch.jit.trace(module, (frames,), check_trace=False), str(path))
@@ -151,13 +162,13 @@ def _save_artifact(module: torch.nn.Module, frames: torch.Tensor, backend: str, 
     if backend == "tensorrt":
         import torch_tensorrt
 
-        height, width = frames.shape[2:]
-        spec = torch_tensorrt.Input(min_shape=(1, 3, height, width), opt_shape=tuple(frames.shape),
-                                    max_shape=(64, 3, height, width), dtype=torch.uint8)
+        # One optimisation profile covers every frame size within the bounds (untested: no GPU yet).
+        spec = torch_tensorrt.Input(min_shape=(1, 3, MIN_SIDE, MIN_SIDE), opt_shape=tuple(frames.shape),
+                                    max_shape=(64, 3, MAX_SIDE, MAX_SIDE), dtype=torch.uint8)
         compiled = torch_tensorrt.compile(module, ir="dynamo", inputs=[spec], enabled_precisions={DTYPES[dtype]})
         torch_tensorrt.save(compiled, str(path), output_format="exported_program", inputs=[frames])
         return
-    program = torch.export.export(module, (frames,), dynamic_shapes=({0: batch},), strict=False)
+    program = torch.export.export(module, (frames,), dynamic_shapes=(dims,), strict=False)
     if backend == "export":
         torch.export.save(program, path)
     else:
@@ -168,23 +179,29 @@ def _spec(outputs: dict[str, np.ndarray]) -> list[dict]:
     return [{"name": k, "dtype": str(v.dtype), "shape": ["B", *v.shape[1:]]} for k, v in outputs.items()]
 
 
+def _run(module, frames: torch.Tensor, names: list[str], device: str) -> dict[str, np.ndarray]:
+    with torch.inference_mode():
+        return {k: v.cpu().numpy() for k, v in zip(names, module(frames.to(device)))}
+
+
 def write_bundle(module: torch.nn.Module, config: PipelineConfig, *, backend: str, device: str = "cpu",
                  dtype: str = "fp32", out_root: str | Path = "bundles", name: Optional[str] = None,
                  version: str = "1.0.0", source_models: dict[str, Path],
-                 golden_frames: Optional[torch.Tensor] = None) -> Path:
+                 golden_frames: Optional[list[torch.Tensor]] = None) -> Path:
     """Compile ``module`` and write the bundle ``<out_root>/<name>/<version>/``.
 
     Args:
-        module: the end-to-end module: uint8 frames ``[B, 3, H, W]`` (H x W = ``config.frame_size``
-            reversed) -> tuple of tensors ordered as its ``output_names`` attribute.
+        module: the end-to-end module: uint8 frames ``[B, 3, H, W]`` of any size within
+            ``MIN_SIDE``-``MAX_SIDE`` px a side -> tuple of tensors ordered as its ``output_names``.
         config: the configuration it was built from (stored in the manifest).
         backend: ``'torchscript'``, ``'export'``, ``'aoti'`` or ``'tensorrt'`` (CUDA only).
         device: ``'cpu'`` or ``'cuda[:N]'``; dtype: ``'fp32'`` or ``'fp16'`` (CUDA only).
         out_root: folder holding all bundles.
         name: bundle name (default :func:`default_name`); version: semantic version.
         source_models: ``{role: path}`` of the ONNX files used, hashed into the manifest.
-        golden_frames: uint8 ``[2, 3, H, W]`` frames for the self-check (default
-            :func:`default_golden_frames`: real photos with faces).
+        golden_frames: batches uint8 ``[b, 3, H, W]``, at least two sizes, for the self-check
+            (default :func:`default_golden_frames`: real photos with faces). The first batch of
+            two or more frames is the example the artifact is compiled with.
 
     Returns:
         The bundle folder. Raises ValueError for a bad request or an existing version, and
@@ -192,27 +209,29 @@ def write_bundle(module: torch.nn.Module, config: PipelineConfig, *, backend: st
 
     Example:
         >>> write_bundle(build_pipeline(cfg), cfg, backend="export", source_models={"detector": p})  # doctest: +SKIP
-        PosixPath('bundles/det_500m-align112-320x240-export-cpu-fp32/1.0.0')
+        PosixPath('bundles/det_500m-align112-det224-export-cpu-fp32/1.0.0')
     """
     name = name or default_name(config, backend, device, dtype)
     _check_request(config, backend, device, dtype, name, version)
     target = Path(out_root) / name / version
     if target.exists():
         raise ValueError(f"bundle {target} already exists; pick another --version or --name (bundles are immutable)")
-    width, height = config.frame_size
-    frames = default_golden_frames(config.frame_size) if golden_frames is None else golden_frames
-    if frames.dtype != torch.uint8 or tuple(frames.shape) != (2, 3, height, width):
-        raise ValueError(f"golden_frames must be uint8 [2, 3, {height}, {width}], got {frames.dtype} {tuple(frames.shape)}")
+    cases = default_golden_frames() if golden_frames is None else list(golden_frames)
+    _check_frames(cases)
     names = list(module.output_names)
+    max_side = max(max(f.shape[2:]) for f in cases)
+    tolerance = golden_tolerance(config, dtype, max_side)
 
     start = time.perf_counter()
     module = module.eval().to(device)
-    batches = ([0, 1], [0], [1, 0, 1])  # the golden pair, then batch 1 and 3: the batch dim really is dynamic
-    with torch.inference_mode():
-        eager = [{k: v.cpu().numpy() for k, v in zip(names, module(frames[idx].to(device)))} for idx in batches]
-    reference = eager[0]
-    _step(f"1/4 eager fp32 reference on {len(frames)} golden frames: "
-          f"{int(reference['valid'].sum()) if 'valid' in reference else '?'} faces", start)
+    # Beyond the golden cases, the compiled module must match eager on a batch of 1, a batch of 3
+    # and an odd size that no golden case has: batch, height and width really are dynamic.
+    checks = [cases[0][:1], torch.cat([cases[-1], cases[-1][:1]]), _unseen_size(cases[-1])]
+    reference = [_run(module, f, names, device) for f in cases]
+    eager_checks = [_run(module, f, names, device) for f in checks]
+    sizes = ", ".join(f"{f.shape[3]}x{f.shape[2]}" for f in cases)
+    faces = sum(int(r["valid"].sum()) for r in reference)
+    _step(f"1/4 eager fp32 reference on the golden frames ({sizes}): {faces} faces", start)
 
     target.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=target.parent))
@@ -220,25 +239,31 @@ def write_bundle(module: torch.nn.Module, config: PipelineConfig, *, backend: st
         start = time.perf_counter()
         artifact = build / BACKENDS[backend]
         compiled = module.half() if dtype == "fp16" and backend != "tensorrt" else module
-        _save_artifact(compiled, frames.to(device), backend, dtype, artifact)
+        # An example batch of 1 would make torch.export specialise the batch to 1.
+        example = next((f for f in cases if len(f) >= 2), torch.cat([cases[0], cases[0]]))
+        _save_artifact(compiled, example.to(device), backend, dtype, artifact)
         _step(f"2/4 {backend} artifact {artifact.name}: {artifact.stat().st_size / 1e6:.1f} MB", start)
 
         start = time.perf_counter()
         golden = build / "golden.npz"
+        arrays = {}
+        for i, (frames, outputs) in enumerate(zip(cases, reference)):
+            arrays[f"case{i}.input.frames"] = frames.numpy()
+            arrays.update({f"case{i}.output.{k}": v for k, v in outputs.items()})
         with open(golden, "wb") as f:
-            np.savez(f, **{"input.frames": frames.numpy()}, **{f"output.{k}": v for k, v in reference.items()})
+            np.savez(f, **arrays)
         manifest = _manifest(config, backend, device, dtype, name, version, source_models,
-                             reference, artifact, golden)
+                             reference[0], artifact, golden, cases, tolerance)
         (build / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _step("3/4 manifest and golden pair written", start)
+        _step("3/4 manifest and golden pairs written", start)
 
         start = time.perf_counter()
-        bundle = load_bundle(build, device=device)  # the runtime's own checks, golden pair included
-        for idx, want in zip(batches[1:], eager[1:]):
-            compare_outputs(want, {k: v.cpu().numpy() for k, v in bundle(frames[idx]).items()},
-                            golden_tolerance(config, dtype))
+        bundle = load_bundle(build, device=device)  # the runtime's own checks, golden pairs included
+        for frames, want in zip(checks, eager_checks):
+            compare_outputs(want, {k: v.cpu().numpy() for k, v in bundle(frames).items()}, tolerance)
         worst = ", ".join(f"{k} {v:.2g}" for k, v in bundle.golden_diffs.items())
-        _step(f"4/4 verified: loads in the runtime, matches eager at batch 1, 2 and 3 (max diffs: {worst})", start)
+        _step(f"4/4 verified: loads in the runtime, matches eager at {sizes} and at batch 1, batch 3 and "
+              f"{checks[-1].shape[3]}x{checks[-1].shape[2]} (max diffs: {worst})", start)
         try:
             build.rename(target)
         except OSError:
@@ -248,10 +273,10 @@ def write_bundle(module: torch.nn.Module, config: PipelineConfig, *, backend: st
     return target
 
 
-def _manifest(config, backend, device, dtype, name, version, source_models, reference, artifact, golden) -> dict:
+def _manifest(config, backend, device, dtype, name, version, source_models, reference, artifact, golden,
+              cases, tolerance) -> dict:
     import torchvision
 
-    width, height = config.frame_size
     return {
         "format_version": FORMAT_VERSION,
         "name": name,
@@ -265,12 +290,13 @@ def _manifest(config, backend, device, dtype, name, version, source_models, refe
         "backend": backend,
         "device": torch.device(device).type,
         "dtype": dtype,
-        "input": {"name": "frames", "dtype": "uint8", "shape": ["B", 3, height, width],
-                  "frame_size": [width, height], "color": "RGB", "max_batch": MAX_BATCH},
+        "input": {"name": "frames", "dtype": "uint8", "shape": ["B", 3, "H", "W"], "color": "RGB",
+                  "max_batch": MAX_BATCH, "min_side": MIN_SIDE, "max_side": MAX_SIDE},
         "outputs": _spec(reference),
         "artifact": {"file": artifact.name, "sha256": sha256_file(artifact)},
-        "golden": {"file": golden.name, "sha256": sha256_file(golden), "frames": len(reference[next(iter(reference))]),
-                   "reference": "eager module, fp32", "tolerance": golden_tolerance(config, dtype)},
+        "golden": {"file": golden.name, "sha256": sha256_file(golden),
+                   "cases": [{"frames": int(f.shape[0]), "size": [int(f.shape[3]), int(f.shape[2])]} for f in cases],
+                   "reference": "eager module, fp32", "tolerance": tolerance},
     }
 
 
@@ -280,7 +306,7 @@ def export_from_args(args: argparse.Namespace) -> Path:
     from facecrop.zoo import resolve_model
 
     config = PipelineConfig(detector=str(args.detector), landmarks=args.landmarks, crop=args.crop,
-                            frame_size=tuple(args.frame_size), det_size=tuple(args.det_size),
+                            det_size=tuple(args.det_size),
                             crop_size=args.crop_size, max_faces=args.max_faces,
                             det_threshold=args.det_threshold, nms_threshold=args.nms_threshold)
     sources = {"detector": resolve_model(config.detector, args.model_dir)}

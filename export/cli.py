@@ -84,8 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--det-size", type=_size, default=(224, 224), metavar="N|WxH")
     export.add_argument("--crop-size", type=int, default=None, help="crop side in pixels")
     export.add_argument("--max-faces", type=int, default=8)
-    export.add_argument("--frame-size", type=_size, required=True, metavar="WxH",
-                        help="frame size the bundle accepts; the runtime letterboxes other sizes")
     export.add_argument("--det-threshold", type=float, default=0.3)
     export.add_argument("--nms-threshold", type=float, default=0.3)
     export.add_argument("--device", default="cpu")

@@ -15,11 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from facecrop.convert import ConvertedNet, convert_onnx, load_onnx
-from facecrop.resize import resize_bilinear
+from facecrop.resize import letterbox
 
 
 @dataclass(frozen=True)
@@ -90,41 +89,30 @@ def read_scrfd_config(output_shapes: list[tuple[int, ...]], det_size: tuple[int,
     raise ValueError(f"expected {expected}; anchor counts {rows} match no stride layout at {width}x{height}")
 
 
-def letterbox_size(height: int, width: int, det_size: tuple[int, int]) -> tuple[int, int, float]:
-    """Size of a ``height x width`` image resized to fit ``det_size``, keeping its aspect ratio.
+def as_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """Frames as uint8: float frames (0-255, e.g. Medusa's float32 loader) are rounded and clamped.
 
-    Follows InsightFace's ``SCRFD.detect`` exactly, including its ``int()`` truncation.
-
-    Returns:
-        ``(new_height, new_width, det_scale)`` with ``det_scale = new_height / height``.
+    InsightFace only ever sees uint8 frames, so this is where its numbers come from.
     """
-    det_w, det_h = det_size
-    if height / width > det_h / det_w:
-        new_h = det_h
-        new_w = int(new_h / (height / width))
-    else:
-        new_w = det_w
-        new_h = int(new_w * (height / width))
-    return new_h, new_w, new_h / height
+    if frames.dtype == torch.uint8:
+        return frames
+    return frames.round().clamp(0, 255).to(torch.uint8)
 
 
-def preprocess(frames: torch.Tensor, det_size: tuple[int, int], config: SCRFDConfig) -> tuple[torch.Tensor, float]:
-    """Letterbox and normalise frames for the detector.
+def preprocess(frames: torch.Tensor, det_size: tuple[int, int], config: SCRFDConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Letterbox (at the frames' own size, see :func:`facecrop.resize.letterbox`) and normalise.
 
     Args:
-        frames: RGB ``[B, 3, H, W]``, uint8 or float in 0-255.
+        frames: RGB ``[B, 3, H, W]``, uint8 or float in 0-255; H and W may be symbolic.
         det_size: detector input ``(width, height)``.
 
     Returns:
-        ``(inputs, det_scale)``: float ``[B, 3, det_h, det_w]`` and the resize factor.
+        ``(inputs, det_scale)``: float ``[B, 3, det_h, det_w]`` and the float32 scalar
+        resize factor (canvas pixels per frame pixel).
     """
-    _, _, height, width = frames.shape
-    new_h, new_w, det_scale = letterbox_size(height, width, det_size)
-    resized = resize_bilinear(frames, (new_h, new_w)).float()
-    det_w, det_h = det_size
-    # Pad before normalising: InsightFace's zero canvas becomes (0 - mean) / std, not 0.
-    canvas = F.pad(resized, (0, det_w - new_w, 0, det_h - new_h))
-    return (canvas - config.input_mean) / config.input_std, det_scale
+    canvas, det_scale = letterbox(as_uint8(frames), det_size)
+    # InsightFace normalises the whole canvas: its zero padding becomes (0 - mean) / std, not 0.
+    return (canvas.float() - config.input_mean) / config.input_std, det_scale
 
 
 def anchor_centers(height: int, width: int, stride: int, num_anchors: int) -> torch.Tensor:

@@ -18,9 +18,8 @@ Conventions:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-__all__ = ["estimate_similarity", "transform_points", "warp_crops"]
+__all__ = ["estimate_similarity", "invert_affine", "sample_crops", "transform_points", "valid_slots", "warp_crops"]
 
 
 def _check_points(points: torch.Tensor, name: str) -> None:
@@ -192,28 +191,89 @@ def invert_affine(mat: torch.Tensor) -> torch.Tensor:
     return torch.cat([_invert_affine(mat), last], dim=-2)
 
 
-def warp_crops(frames: torch.Tensor, crop_mat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Cut K affine-warped crops out of every frame with one ``grid_sample`` call.
+def sample_crops(frames: torch.Tensor, crop_mat: torch.Tensor, frame_index: torch.Tensor,
+                 size: tuple[int, int]) -> torch.Tensor:
+    """Cut N affine-warped crops, each from its own frame, by gathering bilinear taps.
 
     Bilinear interpolation, zero outside the frame, pixel centres at integer
     coordinates: the semantics of ``cv2.warpAffine(frame, crop_mat[:2], (w, h))``
     with ``INTER_LINEAR`` and ``BORDER_CONSTANT`` 0, and of kornia's
     ``warp_affine(..., align_corners=True)``.
 
-    Memory: frames are never repeated per crop; one sampling grid of shape
-    (B, K*h, w, 2) is built per frame, so the cost is that of the output.
+    The four taps of every crop pixel are gathered straight from ``frames`` in
+    their own dtype (uint8 video frames stay uint8), so the cost is that of the
+    crops alone: no whole-frame conversion, and no work for faces that do not
+    exist (the caller passes only the N real ones).
 
     Args:
-        frames: floating-point images of shape (B, C, H, W) (e.g. RGB 0-255). The
-            sampling grid uses this dtype too, so half precision gives coarse
-            (about 0.5 px at x = 1000) sampling positions; prefer float32.
+        frames: images of shape (B, C, H, W), uint8 or floating point (e.g. RGB 0-255).
+        crop_mat: affine image -> crop matrices of shape (N, 3, 3).
+        frame_index: int64 of shape (N,): the frame each crop is cut from.
+        size: crop ``(h, w)`` in pixels.
+
+    Returns:
+        crops of shape (N, C, h, w): float32, or ``frames.dtype`` for float64 frames
+        (round and clamp to get uint8 pixels). Crops whose matrix is singular or
+        non-finite come out all zeros.
+
+    Example:
+        >>> frames = torch.arange(16.0).view(1, 1, 4, 4)
+        >>> shift = torch.tensor([[[1.0, 0.0, -1.0], [0.0, 1.0, -2.0], [0.0, 0.0, 1.0]]])
+        >>> sample_crops(frames, shift, torch.tensor([0]), (2, 3))[0, 0]
+        tensor([[ 9., 10., 11.],
+                [13., 14., 15.]])
+    """
+    batch, channels, height, width = frames.shape
+    h, w = size
+    dtype = torch.float64 if frames.dtype == torch.float64 else torch.float32
+    src_mat_crop = _invert_affine(crop_mat.to(dtype))[..., None, None]  # [N, 2, 3, 1, 1]
+    ys = torch.arange(h, dtype=dtype, device=frames.device).view(h, 1)  # [h, 1]
+    xs = torch.arange(w, dtype=dtype, device=frames.device).view(1, w)  # [1, w]
+    x_src = src_mat_crop[:, 0, 0] * xs + src_mat_crop[:, 0, 1] * ys + src_mat_crop[:, 0, 2]  # [N, h, w]
+    y_src = src_mat_crop[:, 1, 0] * xs + src_mat_crop[:, 1, 1] * ys + src_mat_crop[:, 1, 2]  # [N, h, w]
+    # Anything left of -1 or right of W samples only zeros, so clamping there changes nothing but keeps
+    # the index arithmetic in range, and sending NaN/inf (singular matrices) out of the frame gives zeros.
+    x_src = torch.nan_to_num(x_src, nan=-2.0, posinf=-2.0, neginf=-2.0).clamp(-2.0, width + 1.0)
+    y_src = torch.nan_to_num(y_src, nan=-2.0, posinf=-2.0, neginf=-2.0).clamp(-2.0, height + 1.0)
+    x0, y0 = x_src.floor(), y_src.floor()
+    fx, fy = (x_src - x0)[:, None], (y_src - y0)[:, None]  # [N, 1, h, w]
+    x0, y0 = x0.long(), y0.long()
+    flat = frames.contiguous().view(-1)
+    plane = height * width
+    # Index of channel c of pixel (y, x) of frame b in the flat NCHW buffer.
+    channel_base = (frame_index.view(-1, 1, 1, 1) * channels
+                    + torch.arange(channels, device=frames.device).view(1, channels, 1, 1)) * plane  # [N, C, 1, 1]
+    crops = torch.zeros((), dtype=dtype, device=frames.device)
+    for dy, weight_y in ((0, 1 - fy), (1, fy)):
+        yi = y0 + dy
+        for dx, weight_x in ((0, 1 - fx), (1, fx)):
+            xi = x0 + dx
+            inside = ((xi >= 0) & (xi < width) & (yi >= 0) & (yi < height))[:, None]  # [N, 1, h, w]
+            offset = (yi.clamp(0, height - 1) * width + xi.clamp(0, width - 1))[:, None]  # [N, 1, h, w]
+            taps = flat[channel_base + offset].to(dtype)  # [N, C, h, w]
+            crops = crops + taps * (weight_x * weight_y * inside)
+    return crops
+
+
+def valid_slots(valid: torch.Tensor) -> torch.Tensor:
+    """Flat indices ``[N]`` (int64, ascending) of the True entries of ``valid [B, K]``: slot = frame * K + k.
+
+    N depends on the data (a symbolic size under ``torch.export``), so what follows works
+    for the faces that exist only.
+    """
+    return valid.reshape(-1).nonzero()[:, 0]
+
+
+def warp_crops(frames: torch.Tensor, crop_mat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Cut K affine-warped crops out of every frame (see :func:`sample_crops` for the semantics).
+
+    Args:
+        frames: images of shape (B, C, H, W), uint8 or floating point (e.g. RGB 0-255).
         crop_mat: affine image -> crop matrices of shape (B, K, 3, 3).
         size: crop ``(h, w)`` in pixels.
 
     Returns:
-        crops of shape (B, K, C, h, w) in ``frames.dtype`` (a permuted view; round
-        and clamp to get uint8 pixels). Crops whose matrix is singular or
-        non-finite come out all zeros.
+        crops of shape (B, K, C, h, w), float32 (float64 for float64 frames).
 
     Example:
         >>> frames = torch.arange(16.0).view(1, 1, 4, 4)
@@ -226,8 +286,8 @@ def warp_crops(frames: torch.Tensor, crop_mat: torch.Tensor, size: tuple[int, in
         raise TypeError(f"frames must be a torch.Tensor, got {type(frames).__name__}")
     if frames.ndim != 4:
         raise ValueError(f"frames must have shape (B, C, H, W), got {tuple(frames.shape)}")
-    if not frames.is_floating_point():
-        raise TypeError(f"frames must be a floating-point tensor, got {frames.dtype}")
+    if frames.dtype != torch.uint8 and not frames.is_floating_point():
+        raise TypeError(f"frames must be uint8 or floating point, got {frames.dtype}")
     _check_matrix(crop_mat, "crop_mat")
     if crop_mat.ndim != 4 or crop_mat.shape[0] != frames.shape[0]:
         raise ValueError(
@@ -236,25 +296,7 @@ def warp_crops(frames: torch.Tensor, crop_mat: torch.Tensor, size: tuple[int, in
         )
     if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
         raise ValueError(f"size must be two positive ints (h, w), got {size!r}")
-    batch, channels, height, width = frames.shape
-    k = crop_mat.shape[1]
-    h, w = size
-
-    src_mat_crop = _invert_affine(crop_mat.to(frames.dtype))  # [B, K, 2, 3]
-    ys = torch.arange(h, dtype=frames.dtype, device=frames.device).view(h, 1)  # [h, 1]
-    xs = torch.arange(w, dtype=frames.dtype, device=frames.device).view(1, w)  # [1, w]
-    m = src_mat_crop[..., None, None]  # [B, K, 2, 3, 1, 1]
-    x_src = m[:, :, 0, 0] * xs + m[:, :, 0, 1] * ys + m[:, :, 0, 2]  # [B, K, h, w]
-    y_src = m[:, :, 1, 0] * xs + m[:, :, 1, 1] * ys + m[:, :, 1, 2]  # [B, K, h, w]
-    # Anything left of -1 or right of W samples only zeros, so clamping there changes
-    # nothing but keeps grid_sample's integer index arithmetic from overflowing, and
-    # sending NaN/inf (singular matrices) out of the frame yields zero crops.
-    x_src = torch.nan_to_num(x_src, nan=-2.0, posinf=-2.0, neginf=-2.0).clamp(-2.0, width + 1.0)
-    y_src = torch.nan_to_num(y_src, nan=-2.0, posinf=-2.0, neginf=-2.0).clamp(-2.0, height + 1.0)
-    # Pixel -> normalised coordinates for align_corners=False (pixel i spans
-    # [i - 0.5, i + 0.5]); unlike the align_corners=True formula this is defined for
-    # W = 1 too, and it is the same pixel-centre mapping.
-    grid = torch.stack([(2 * x_src + 1) / width - 1, (2 * y_src + 1) / height - 1], dim=-1)
-    grid = grid.reshape(batch, k * h, w, 2)  # [B, K*h, w, 2]
-    crops = F.grid_sample(frames, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return crops.view(batch, channels, k, h, w).permute(0, 2, 1, 3, 4)  # [B, K, C, h, w]
+    batch, k = crop_mat.shape[:2]
+    frame_index = torch.arange(batch, device=frames.device).repeat_interleave(k)  # [B*K]
+    crops = sample_crops(frames, crop_mat.reshape(batch * k, 3, 3), frame_index, size)
+    return crops.view(batch, k, *crops.shape[1:])

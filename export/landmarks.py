@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from facecrop.convert import ConvertedNet, convert_onnx, load_onnx
-from facecrop.geometry import invert_affine, transform_points, warp_crops
+from facecrop.geometry import invert_affine, sample_crops, transform_points, valid_slots
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class LandmarkHead(nn.Module):
     Args:
         model_path: path to a 2d106det / 1k3d68 ONNX file (or the same contract).
 
-    ``forward(frames, bbox, valid)``: frames RGB ``[B, 3, H, W]`` (0-255), bbox
+    ``forward(frames, bbox, valid)``: frames RGB ``[B, 3, H, W]`` (uint8), bbox
     ``[B, K, 4]``, valid ``[B, K]`` -> landmarks ``[B, K, L, 2]`` in frame pixels
     (rows of invalid faces are zero).
     """
@@ -115,22 +115,18 @@ class LandmarkHead(nn.Module):
     def forward(self, frames: torch.Tensor, bbox: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         batch, faces = valid.shape
         size = self.config.input_size
-        # Padding rows get a unit box so their (discarded) crop matrix stays finite.
-        unit = torch.tensor([0.0, 0.0, 1.0, 1.0], device=bbox.device, dtype=bbox.dtype)
-        boxes = torch.where(valid[..., None], bbox, unit)
-        crop_mat = landmark_crop_matrix(boxes, size)  # [B, K, 3, 3]
-        crops = warp_crops(frames.float(), crop_mat, (size, size))  # [B, K, 3, S, S]
-        if frames.dtype == torch.uint8:
-            # InsightFace warps uint8 frames into uint8 crops; rounding likewise takes the landmark
-            # error against it from ~0.2 px to ~0.01 px (the nets are sensitive to sub-level noise).
-            # The price: float differences of 1e-6 (another batch size, a fused kernel) can flip a
-            # pixel across .5 and move landmarks by ~0.01 px, so landmark outputs of two backends
-            # agree to ~0.02 px, not 1e-3.
-            crops = crops.round()
-        raw = self.net(crops.reshape(batch * faces, 3, size, size))[0]
-        points = decode_landmarks(raw.reshape(batch, faces, raw.shape[-1]), self.config)  # [B, K, L, 2]
-        points = transform_points(invert_affine(crop_mat), points)
-        return points * valid[..., None, None].to(points.dtype)
+        slots = valid_slots(valid)  # [N]: the net runs on the faces that exist only
+        crop_mat = landmark_crop_matrix(bbox.reshape(batch * faces, 4)[slots], size)  # [N, 3, 3]
+        # InsightFace warps uint8 frames into uint8 crops; rounding likewise takes the landmark
+        # error against it from ~0.2 px to ~0.01 px (the nets are sensitive to sub-level noise).
+        # The price: float differences of 1e-6 (another batch size, a fused kernel) can flip a
+        # pixel across .5 and move landmarks by ~0.01 px, so landmark outputs of two backends
+        # agree to ~0.02 px, not 1e-3.
+        crops = sample_crops(frames, crop_mat, slots // faces, (size, size)).round()  # [N, 3, S, S]
+        raw = self.net(crops)[0]  # [N, D]
+        points = transform_points(invert_affine(crop_mat), decode_landmarks(raw, self.config))  # [N, L, 2]
+        padded = points.new_zeros((batch * faces,) + points.shape[1:])
+        return padded.index_copy(0, slots, points).view(batch, faces, *points.shape[1:])
 
     def extra_repr(self) -> str:
         return f"config={self.config}"

@@ -8,13 +8,14 @@ from typing import Literal, Optional
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """Everything that fixes an end-to-end module's behaviour and shapes.
+    """Everything that fixes an end-to-end module's behaviour and output shapes.
+
+    There is no frame size: the module letterboxes each batch at its own size.
 
     Attributes:
         detector: SCRFD model name (``det_10g``, ``det_2.5g``, ``det_500m``) or ``.onnx`` path.
         landmarks: ``None``, ``'2d106det'``, ``'1k3d68'`` or an ``.onnx`` path.
         crop: ``'none'``, ``'align'`` (ArcFace/MICA, 5 detector points) or ``'bbox'`` (DECA box).
-        frame_size: ``(width, height)`` of the frames the module accepts.
         det_size: ``(width, height)`` of the detector input.
         crop_size: side of the square crops in pixels (default 112 for align, 224 for bbox).
         max_faces: faces kept per frame, K; the outputs are padded to K with a validity mask.
@@ -25,7 +26,6 @@ class PipelineConfig:
     detector: str = "det_10g"
     landmarks: Optional[str] = None
     crop: Literal["none", "align", "bbox"] = "align"
-    frame_size: tuple[int, int] = (640, 480)
     det_size: tuple[int, int] = (224, 224)
     crop_size: Optional[int] = None
     max_faces: int = 8

@@ -1,56 +1,104 @@
-"""Bilinear resizing that reproduces OpenCV's ``cv2.resize(..., INTER_LINEAR)``.
+"""InsightFace's letterbox, computed inside the graph at the frame's own size.
 
-InsightFace resizes uint8 frames with OpenCV, which computes in fixed point:
-weights are rounded to multiples of 1/2048 and the vertical pass truncates
-with shifts. A float bilinear resize differs from it by up to 0.75 grey levels
-per pixel, enough to move SCRFD scores by 3e-3; the integer emulation below
-matches OpenCV's vectorised path bit for bit on all but ~0.3% of pixels (those
-off by one), which keeps scores within 1e-3 of InsightFace.
+InsightFace resizes a frame keeping its aspect ratio so that it fits the
+detector input, with OpenCV's ``cv2.resize(..., INTER_LINEAR)``, and pastes it
+at the top-left of a zero canvas. Here the canvas has the static detector size
+and each of its pixels *gathers* its four source taps, with indices and weights
+computed by tensor arithmetic from the frame's height and width. So one traced,
+exported or compiled graph serves frames of every size (the sizes are symbolic)
+and gives, on each, the numbers InsightFace gives on that frame. The work is
+that of the canvas, not of the (much larger) frame.
+
+OpenCV resizes uint8 in fixed point: weights are rounded to multiples of
+1/2048 and the vertical pass truncates with shifts. A float bilinear resize
+differs from it by up to 0.75 grey levels per pixel, enough to move SCRFD
+scores by 3e-3; the integer emulation below matches OpenCV's vectorised path
+bit for bit on all but ~0.3% of pixels (those off by one), which keeps scores
+within 1e-3 of InsightFace.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 _COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS
 _COEF_SCALE = 1 << _COEF_BITS
 
 
-def _taps(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Source indices ``i0, i1 [n_out]`` and fixed-point weights ``w0, w1 [n_out]`` (sum 2048)."""
-    pos = (torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5
+def letterbox_extent(height: torch.Tensor, width: torch.Tensor, det_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(new_h, new_w)`` of a ``height x width`` frame letterboxed into ``det_size = (w, h)``.
+
+    InsightFace's ``SCRFD.detect`` exactly, in float64 like Python: the side that
+    limits fills the detector input and the other is ``int()``-truncated. Extreme
+    aspect ratios (where InsightFace's ``cv2.resize`` would get a zero size) keep
+    one pixel.
+
+    Args:
+        height, width: float64 scalar tensors (symbolic under export).
+
+    Returns:
+        float64 scalar tensors holding integers.
+    """
+    det_w, det_h = det_size
+    ratio = height / width
+    taller = ratio > det_h / det_w
+    new_h = torch.where(taller, torch.full_like(ratio, det_h), torch.floor(det_w * ratio))
+    new_w = torch.where(taller, torch.floor(det_h / ratio), torch.full_like(ratio, det_w))
+    return new_h.clamp(min=1), new_w.clamp(min=1)
+
+
+def _taps(n_in: torch.Tensor, n_new: torch.Tensor, n_out: int, n_in_int) -> tuple[torch.Tensor, ...]:
+    """OpenCV's taps along one axis, for ``n_out`` canvas pixels of which the first ``n_new`` are the image.
+
+    Returns source indices ``i0, i1 [n_out]`` (int64, in range), fixed-point weights
+    ``w0, w1 [n_out]`` (int32, sum 2048) and ``inside [n_out]`` (bool: part of the image).
+    """
+    out = torch.arange(n_out, dtype=torch.float64, device=n_in.device)
+    pos = (out + 0.5) * (n_in / n_new) - 0.5
     i0 = pos.floor()
     frac = pos - i0
-    i0 = i0.long()
     # Outside the first/last pixel centre OpenCV repeats the edge pixel (weight 1 on it).
     frac = torch.where((i0 < 0) | (i0 >= n_in - 1), torch.zeros_like(frac), frac)
-    i0 = i0.clamp(0, n_in - 1)
-    i1 = (i0 + 1).clamp(max=n_in - 1)
+    i0 = i0.long().clamp(0, n_in_int - 1)
+    i1 = (i0 + 1).clamp(max=n_in_int - 1)
     w0 = torch.round((1 - frac) * _COEF_SCALE).int()
-    return i0, i1, w0, _COEF_SCALE - w0
+    return i0, i1, w0, _COEF_SCALE - w0, out < n_new
 
 
-def resize_bilinear(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize ``[B, C, H, W]`` to ``size = (new_h, new_w)`` as OpenCV's INTER_LINEAR does.
+def letterbox(frames: torch.Tensor, det_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Letterbox uint8 frames into the detector input as InsightFace does, at the frames' own size.
 
-    uint8 input gives uint8 output computed in OpenCV's fixed point; float input
-    gives float output (OpenCV resizes float images in floating point, which is
-    ``F.interpolate(mode='bilinear', align_corners=False)`` without antialiasing).
+    Args:
+        frames: uint8 RGB ``[B, 3, H, W]``; ``H`` and ``W`` may be symbolic.
+        det_size: detector input ``(width, height)``.
+
+    Returns:
+        ``(canvas, det_scale)``: int32 ``[B, 3, det_h, det_w]`` holding the resized
+        frame (0-255) at the top-left and zeros elsewhere, and the float32 scalar
+        ``det_scale = new_h / H`` that maps frame pixels to canvas pixels.
+
+    Example:
+        >>> canvas, scale = letterbox(torch.full((1, 3, 100, 200), 7, dtype=torch.uint8), (64, 64))
+        >>> canvas.shape, float(scale), int(canvas[0, 0, 31, 63]), int(canvas[0, 0, 32, 0])
+        (torch.Size([1, 3, 64, 64]), 0.32, 7, 0)
     """
     if frames.dtype != torch.uint8:
-        return F.interpolate(frames, size=size, mode="bilinear", align_corners=False)
-    new_h, new_w = size
-    height, width = frames.shape[-2:]
-    i0, i1, w0, w1 = _taps(width, new_w, frames.device)
-    j0, j1, v0, v1 = _taps(height, new_h, frames.device)
+        raise TypeError(f"frames must be uint8, got {frames.dtype}")
+    height_int, width_int = frames.shape[-2], frames.shape[-1]
+    height = torch.scalar_tensor(height_int, dtype=torch.float64, device=frames.device)
+    width = torch.scalar_tensor(width_int, dtype=torch.float64, device=frames.device)
+    new_h, new_w = letterbox_extent(height, width, det_size)
+    det_w, det_h = det_size
+    i0, i1, w0, w1, inside_x = _taps(width, new_w, det_w, width_int)
+    j0, j1, v0, v1, inside_y = _taps(height, new_h, det_h, height_int)
     # OpenCV filters every source row horizontally, then blends pairs of rows. Only the four taps of
-    # each output pixel matter, so gather those from the uint8 frame first: the work is that of the
-    # output, not of the (much larger) input frame.
+    # each canvas pixel matter, so those are gathered from the uint8 frame first.
     rows0, rows1, cols0, cols1 = j0[:, None], j1[:, None], i0[None, :], i1[None, :]
-    top_h = frames[..., rows0, cols0].int() * w0 + frames[..., rows0, cols1].int() * w1  # [B, C, new_h, new_w]
+    top_h = frames[..., rows0, cols0].int() * w0 + frames[..., rows0, cols1].int() * w1  # [B, 3, det_h, det_w]
     bottom_h = frames[..., rows1, cols0].int() * w0 + frames[..., rows1, cols1].int() * w1  # scaled by 2048
     # OpenCV's VResizeLinearVec_32s8u: drop 4 bits, multiply, keep the high 16 bits, round the last 2.
     top = (v0[:, None] * (top_h >> 4)) >> 16
     bottom = (v1[:, None] * (bottom_h >> 4)) >> 16
-    return ((top + bottom + 2) >> 2).clamp(0, 255).to(torch.uint8)
+    resized = ((top + bottom + 2) >> 2).clamp(0, 255)
+    canvas = resized * (inside_y[:, None] & inside_x[None, :])  # InsightFace's zero canvas
+    return canvas, (new_h / height).float()

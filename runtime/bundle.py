@@ -20,8 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-FORMAT_VERSION = "1.0"
+# 2.0: one bundle serves every frame size (format 1 bundles took one fixed size).
+FORMAT_VERSION = "2.0"
 MANIFEST = "manifest.json"
+# Frame sides every bundle accepts, in pixels: from a thumbnail to 4K/DCI.
+MIN_SIDE, MAX_SIDE = 16, 4096
 COORD_OUTPUTS = ("bbox", "lms", "crop_mat")
 
 
@@ -49,10 +52,16 @@ def read_manifest(folder: Path) -> dict:
         major = int(found.split(".")[0])
     except (ValueError, KeyError, TypeError) as err:
         raise BundleError(f"{path} is not a valid bundle manifest: {err}") from None
-    if major > int(FORMAT_VERSION.split(".")[0]):
+    ours = int(FORMAT_VERSION.split(".")[0])
+    if major > ours:
         raise BundleError(
             f"bundle {folder} has format version {found}, newer than this runtime's {FORMAT_VERSION}; "
             "upgrade facecrop to load it")
+    if major < ours:
+        raise BundleError(
+            f"bundle {folder} has format version {found}, which took one fixed frame size; this runtime "
+            f"({FORMAT_VERSION}) serves every size from one bundle: re-export it with `facecrop export` "
+            "(no --frame-size needed)")
     return manifest
 
 
@@ -166,30 +175,41 @@ def compare_outputs(expected: dict, actual: dict, tolerance: dict) -> dict[str, 
     return diffs
 
 
+def check_frames(frames, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE) -> None:
+    """Raise ValueError unless ``frames`` is uint8 ``[B, 3, H, W]`` with B >= 1 and sides within bounds."""
+    if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8 or frames.ndim != 4 \
+            or frames.shape[1] != 3 or frames.shape[0] < 1:
+        got = f"{frames.dtype} {tuple(frames.shape)}" if isinstance(frames, torch.Tensor) else type(frames).__name__
+        raise ValueError(f"frames must be uint8 [B, 3, H, W] (RGB, B >= 1), got {got}")
+    height, width = frames.shape[2:]
+    if not (min_side <= height <= max_side and min_side <= width <= max_side):
+        raise ValueError(f"frame size {width}x{height} is outside the bundle's bounds: "
+                         f"{min_side} to {max_side} px a side")
+
+
 class Bundle:
-    """A loaded, verified bundle: call it on ``uint8 [B, 3, H, W]`` RGB frames.
+    """A loaded, verified bundle: call it on ``uint8 [B, 3, H, W]`` RGB frames of any size within its bounds.
 
     Attributes:
         path: the bundle folder.
         manifest: the parsed ``manifest.json``.
         device: where the module runs.
-        frame_size: ``(width, height)`` of the frames it accepts.
+        side_bounds: ``(min_side, max_side)`` in pixels that H and W may take.
         output_names: names of the outputs, in the module's order.
         golden_diffs: ``{output: largest difference}`` of the golden self-check (None if skipped).
     """
 
     def __init__(self, path: Path, manifest: dict, module, device: torch.device):
         self.path, self.manifest, self.module, self.device = path, manifest, module, device
-        self.frame_size = tuple(manifest["input"]["frame_size"])
+        self.side_bounds = (int(manifest["input"]["min_side"]), int(manifest["input"]["max_side"]))
         self.output_names = [spec["name"] for spec in manifest["outputs"]]
 
     def __call__(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the module. frames: uint8 ``[B, 3, H, W]``; returns ``{name: [B, K, ...]}`` on ``self.device``."""
-        width, height = self.frame_size
-        if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8 or frames.ndim != 4 \
-                or tuple(frames.shape[1:]) != (3, height, width) or frames.shape[0] < 1:
-            got = f"{frames.dtype} {tuple(frames.shape)}" if isinstance(frames, torch.Tensor) else type(frames).__name__
-            raise ValueError(f"frames must be uint8 [B, 3, {height}, {width}], got {got}")
+        """Run the module. frames: uint8 ``[B, 3, H, W]``; returns ``{name: [B, K, ...]}`` on ``self.device``.
+
+        Coordinates are in the frames' own pixels: the module letterboxes each batch at its size.
+        """
+        check_frames(frames, *self.side_bounds)
         with torch.inference_mode():
             outputs = self.module(frames.to(self.device))
         return dict(zip(self.output_names, outputs))
@@ -197,18 +217,26 @@ class Bundle:
     def __repr__(self) -> str:
         m = self.manifest
         return (f"Bundle({m['name']} {m['version']}, backend={m['backend']}, device={self.device}, "
-                f"dtype={m['dtype']}, frame_size={self.frame_size}, outputs={self.output_names})")
+                f"dtype={m['dtype']}, sides={self.side_bounds[0]}-{self.side_bounds[1]} px, outputs={self.output_names})")
 
 
 def verify_golden(bundle: Bundle) -> dict[str, float]:
-    """Run the golden frames and compare with the stored reference; returns the differences."""
+    """Run every golden case (one frame size each) and compare with the stored reference.
+
+    Returns the largest difference per output over all cases.
+    """
     golden = bundle.manifest["golden"]
+    worst: dict[str, float] = {}
     try:
         with np.load(bundle.path / golden["file"], allow_pickle=False) as data:  # plain arrays only
-            frames = torch.from_numpy(data["input.frames"])
-            expected = {k[len("output."):]: data[k] for k in data.files if k.startswith("output.")}
-        actual = {k: v.cpu().numpy() for k, v in bundle(frames).items()}
-        return compare_outputs(expected, actual, golden["tolerance"])
+            for i in range(len(golden["cases"])):
+                frames = torch.from_numpy(data[f"case{i}.input.frames"])
+                prefix = f"case{i}.output."
+                expected = {k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)}
+                actual = {k: v.cpu().numpy() for k, v in bundle(frames).items()}
+                diffs = compare_outputs(expected, actual, golden["tolerance"])
+                worst = {k: max(v, worst.get(k, 0.0)) for k, v in diffs.items()}
+        return worst
     except (BundleError, ValueError, KeyError, OSError, zipfile.BadZipFile) as err:
         raise BundleError(f"bundle {bundle.path} failed its golden self-check on {bundle.device}: {err}") from None
 
@@ -219,13 +247,13 @@ def load_bundle(path: str | Path, device: str | torch.device | None = None, veri
     Args:
         path: the bundle folder ``bundles/<name>/<version>``.
         device: ``None`` for the device it was built for, or another index of that device type.
-        verify: run the golden self-check (2 frames) before returning.
+        verify: run the golden self-check (3 frames at two sizes) before returning.
 
     Returns:
         A :class:`Bundle`. Raises :class:`BundleError` for anything that makes it unusable here.
 
     Example:
-        >>> bundle = load_bundle("bundles/det_500m-align112-320x240-export-cpu-fp32/1.0.0")  # doctest: +SKIP
+        >>> bundle = load_bundle("bundles/det_500m-align112-det224-export-cpu-fp32/1.0.0")  # doctest: +SKIP
         >>> bundle(torch.zeros(4, 3, 240, 320, dtype=torch.uint8))["bbox"].shape  # doctest: +SKIP
         torch.Size([4, 8, 4])
     """

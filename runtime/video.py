@@ -1,8 +1,9 @@
 """Run a bundle over a video: decode in a background thread, run batches, checkpoint, write one .npz.
 
 Every decoded frame gets one row, in decoding (= presentation) order, so ``frame_index[i] == i``;
-frames without faces have ``valid[i]`` all False. Frames are converted to RGB and letterboxed to the
-bundle's frame size, and ``bbox``/``lms``/``crop_mat`` are mapped back to the video's own pixels.
+frames without faces have ``valid[i]`` all False. Frames are converted to RGB and handed to the module
+at their own size (it letterboxes inside, as InsightFace does), so ``bbox``/``lms``/``crop_mat`` are in
+the video's pixels. A batch holds frames of one size: where a stream changes size, a batch ends.
 Results are checkpointed in ``<output>.partial/`` as they come (for ``resume=True``, and to keep
 the frames before a corrupt spot). The arrays are documented in ``bundles/README.md``.
 """
@@ -36,8 +37,7 @@ class VideoError(ValueError):
 class _Batch:
     frame_index: np.ndarray  # [b] int64
     pts_seconds: np.ndarray  # [b] float64, NaN where the frame has no timestamp
-    frames: np.ndarray  # [b, H, W, 3] uint8 RGB, letterboxed
-    scale: np.ndarray  # [b, 2] (sx, sy): frame pixels = source pixels * scale
+    frames: np.ndarray  # [b, H, W, 3] uint8 RGB, the video's own size
 
 
 @dataclass
@@ -46,40 +46,9 @@ class _End:
     problem: str | None  # why decoding stopped early; None when the video ended normally
 
 
-def letterbox(frame: av.VideoFrame, frame_size: tuple[int, int]) -> tuple[np.ndarray, tuple[float, float]]:
-    """Any pixel format and size -> RGB uint8 ``[H, W, 3]`` of ``frame_size`` (width, height).
-
-    The picture is scaled (bilinear, aspect ratio kept) to fit and placed at the top-left of a zero
-    canvas. Returns the canvas and ``(sx, sy)``: a source point ``(x, y)`` is at ``(x * sx, y * sy)``.
-    """
-    width, height = frame_size
-    fit = min(width / frame.width, height / frame.height)
-    new_w = min(width, max(1, round(frame.width * fit)))
-    new_h = min(height, max(1, round(frame.height * fit)))
-    rgb = frame.reformat(width=new_w, height=new_h, format="rgb24", interpolation="BILINEAR").to_ndarray()
-    canvas = np.zeros((height, width, 3), np.uint8)
-    canvas[:new_h, :new_w] = rgb
-    return canvas, (new_w / frame.width, new_h / frame.height)
-
-
-def to_source_pixels(outputs: dict[str, np.ndarray], scale: np.ndarray) -> dict[str, np.ndarray]:
-    """Map ``bbox [B,K,4]``, ``lms [B,K,L,2]`` and ``crop_mat [B,K,3,3]`` from frame to source pixels.
-
-    ``scale [B, 2]`` is ``(sx, sy)`` per frame. ``crop_mat`` maps frame -> crop, so source -> crop is
-    ``crop_mat @ diag(sx, sy, 1)``.
-    """
-    s = scale[:, None, :].astype(np.float32)  # [B, 1, 2]
-    out = dict(outputs)
-    if "bbox" in out:
-        out["bbox"] = out["bbox"] / np.concatenate([s, s], axis=-1)
-    if "lms" in out:
-        out["lms"] = out["lms"] / s[:, :, None, :]
-    if "crop_mat" in out:
-        frame_from_source = np.zeros((len(scale), 1, 3, 3), np.float32)  # [B, 1, 3, 3]
-        frame_from_source[:, 0, 0, 0], frame_from_source[:, 0, 1, 1] = scale[:, 0], scale[:, 1]
-        frame_from_source[:, 0, 2, 2] = 1.0
-        out["crop_mat"] = out["crop_mat"] @ frame_from_source
-    return out
+def to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """Any pixel format (grey, 10-bit, ...) -> RGB uint8 ``[H, W, 3]`` at the frame's own size."""
+    return frame.to_ndarray(format="rgb24")
 
 
 def _declared_end(stream) -> float | None:
@@ -105,8 +74,8 @@ def _truncation(stream, count: int, last_pts: float, last_duration: float) -> st
     return None
 
 
-def _decode(path: Path, frame_size, batch_size: int, skip: int, out: queue.Queue, stop: threading.Event):
-    """Thread body: decode, letterbox and batch frames into ``out``; ends with an :class:`_End`."""
+def _decode(path: Path, batch_size: int, skip: int, out: queue.Queue, stop: threading.Event):
+    """Thread body: decode, convert and batch frames (one size per batch) into ``out``; ends with an :class:`_End`."""
 
     def put(item) -> bool:
         while not stop.is_set():
@@ -130,7 +99,12 @@ def _decode(path: Path, frame_size, batch_size: int, skip: int, out: queue.Queue
                     last_duration = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
                     if index < skip:
                         continue
-                    pending.append((index, seconds) + letterbox(frame, frame_size))
+                    rgb = to_rgb(frame)
+                    if pending and pending[-1][2].shape != rgb.shape:  # the stream changed size
+                        if not put(_stack(pending)):
+                            return
+                        pending = []
+                    pending.append((index, seconds, rgb))
                     if len(pending) == batch_size:
                         if not put(_stack(pending)):
                             return
@@ -147,15 +121,15 @@ def _decode(path: Path, frame_size, batch_size: int, skip: int, out: queue.Queue
 
 
 def _stack(pending: list) -> _Batch:
-    index, seconds, frames, scale = zip(*pending)
-    return _Batch(np.array(index, np.int64), np.array(seconds, np.float64), np.stack(frames), np.array(scale, np.float64))
+    index, seconds, frames = zip(*pending)
+    return _Batch(np.array(index, np.int64), np.array(seconds, np.float64), np.stack(frames))
 
 
 def _run_batch(bundle: Bundle, batch: _Batch, save_crops: bool) -> dict[str, np.ndarray]:
-    """One batch through the module -> per-frame arrays in source pixels (+ crops of valid faces)."""
+    """One batch through the module -> per-frame arrays (+ crops of valid faces)."""
     frames = torch.from_numpy(batch.frames).permute(0, 3, 1, 2).contiguous()  # [b, 3, H, W]
     outputs = {k: v.cpu().numpy() for k, v in bundle(frames).items()}
-    result = to_source_pixels({k: outputs[k] for k in PER_FRAME if k in outputs}, batch.scale)
+    result = {k: outputs[k] for k in PER_FRAME if k in outputs}
     result.update(frame_index=batch.frame_index, pts_seconds=batch.pts_seconds)
     if save_crops:
         rows, slots = np.nonzero(outputs["valid"])
@@ -301,7 +275,7 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
     batches: queue.Queue = queue.Queue(maxsize=2)  # decoding runs at most two batches ahead
     stop = threading.Event()
     decoder = threading.Thread(target=_decode, daemon=True,
-                               args=(video, bundle.frame_size, batch_size, done, batches, stop))
+                               args=(video, batch_size, done, batches, stop))
     decoder.start()
     pending, pending_frames = [], 0
     try:
@@ -311,6 +285,12 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
                 raise item
             if isinstance(item, _End):
                 break
+            height, width = item.frames.shape[1:3]
+            low, high = bundle.side_bounds
+            if not (low <= height <= high and low <= width <= high):
+                raise VideoError(f"{video}: frame {item.frame_index[0]} is {width}x{height}, outside the bundle's "
+                                 f"{low}-{high} px a side; results for the frames before it are kept in "
+                                 f"{checkpoint.folder}")
             pending.append(_run_batch(bundle, item, save_crops))
             pending_frames += len(item.frame_index)
             bar.update(len(item.frame_index))

@@ -63,7 +63,8 @@ def test_batch_of_8_equals_per_frame(detector_and_path):
         rows = together["img_idx"] == i
         assert int(rows.sum()) == len(alone["conf"])
         for key in ("conf", "bbox", "lms"):
-            torch.testing.assert_close(together[key][rows], alone[key], rtol=0, atol=1e-4)
+            # Coordinates reach ~1100 px, where float32 resolves 1.2e-4: the tolerance follows the magnitude.
+            torch.testing.assert_close(together[key][rows], alone[key], rtol=1e-6, atol=1e-4)
 
 
 def test_static_nms_equals_torchvision():

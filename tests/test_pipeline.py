@@ -57,7 +57,9 @@ def _check_same(padded: dict, ragged: dict, atol: float = 1e-3) -> None:
     assert frame.tolist() == ragged["img_idx"].tolist()
     for key in ("conf", "bbox", "lms", "crop_mat"):
         if key in ragged:
-            torch.testing.assert_close(padded[key][frame, slot], ragged[key], rtol=0, atol=atol)
+            # crop_mat's translations reach ~1000: a relative part keeps the bound at the values' magnitude.
+            rtol = 1e-4 if key == "crop_mat" and atol > 1e-3 else 0
+            torch.testing.assert_close(padded[key][frame, slot], ragged[key], rtol=rtol, atol=atol)
     if "imgs_crop" in ragged:
         diff = (padded["imgs_crop"][frame, slot].int() - ragged["imgs_crop"].int()).abs()
         if diff.numel():
