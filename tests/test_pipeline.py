@@ -121,7 +121,7 @@ def test_pipeline_compiles_fullgraph(landmark_path):
 
 def test_build_pipeline_from_config(landmark_path):
     config = PipelineConfig(detector=str(real_model("det_500m")), landmarks=str(landmark_path), crop="bbox",
-                            frame_size=(1280, 720), max_faces=4)
+                            max_faces=4)
     fused = build_pipeline(config)
     assert fused.output_names == ("valid", "conf", "bbox", "lms", "crop_mat", "imgs_crop")
     with torch.no_grad():

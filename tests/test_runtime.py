@@ -32,16 +32,14 @@ from facecrop.pipeline import build_pipeline
 from facecrop.pipeline_config import PipelineConfig
 from facecrop.runtime import BundleError, VideoError, load_bundle, process_video
 from facecrop.runtime.bundle import sha256_file
-from facecrop.runtime.video import letterbox
 
-FRAME = (320, 240)
 BANNED = ("onnx", "onnx2torch", "onnxruntime", "kornia", "torchvision", "insightface", "cv2", "tqdm", "skimage")
 
 
 @pytest.fixture(scope="session")
 def bundle_path(tmp_path_factory):
     model = real_model("det_500m")
-    config = PipelineConfig(detector=str(model), crop="align", frame_size=FRAME)
+    config = PipelineConfig(detector=str(model), crop="align")
     return fb.write_bundle(build_pipeline(config), config, backend="export", out_root=tmp_path_factory.mktemp("b"),
                            source_models={"detector": model})
 
@@ -87,14 +85,13 @@ def make_video(path, frames, codec="libx264", pix_fmt="yuv420p", pts_ms=None, fm
     return path
 
 
-def decode_all(path, frame_size=FRAME):
-    """Independent decode of every frame, letterboxed: (frames uint8 [n, 3, H, W], scales [n, 2], pts [n])."""
-    frames, scales, pts = [], [], []
+def decode_all(path):
+    """Independent decode of every frame: (frames uint8 [n, 3, H, W] RGB at the video's size, pts [n])."""
+    frames, pts = [], []
     with av.open(str(path)) as c:
         for frame in c.decode(video=0):
-            img, scale = letterbox(frame, frame_size)
-            frames.append(img), scales.append(scale), pts.append(float(frame.pts * frame.time_base))
-    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2), np.array(scales), np.array(pts)
+            frames.append(frame.to_ndarray(format="rgb24")), pts.append(float(frame.pts * frame.time_base))
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2), np.array(pts)
 
 
 def npz(path):
@@ -131,13 +128,18 @@ def test_runtime_is_small():
 # --- load_bundle ------------------------------------------------------------------------------
 
 def test_load_bundle(bundle):
-    assert bundle.frame_size == FRAME
+    assert bundle.side_bounds == (16, 4096)
     assert bundle.output_names == ["valid", "conf", "bbox", "lms", "crop_mat", "imgs_crop"]
-    assert bundle.golden_diffs["bbox"] <= 1e-3 and bundle.golden_diffs["imgs_crop"] <= 1
-    out = bundle(torch.zeros(3, 3, 240, 320, dtype=torch.uint8))
-    assert out["valid"].shape == (3, 8) and not out["valid"].any()
-    with pytest.raises(ValueError, match=r"uint8 \[B, 3, 240, 320\].*float32"):
+    assert bundle.golden_diffs["bbox"] <= 1e-3 * 1280 / 224 and bundle.golden_diffs["imgs_crop"] <= 1
+    assert [c["size"] for c in bundle.manifest["golden"]["cases"]] == [[1280, 886], [384, 512]]
+    for height, width in [(240, 320), (17, 4096), (1080, 1920), (501, 333)]:  # one bundle, any size
+        out = bundle(torch.zeros(3, 3, height, width, dtype=torch.uint8))
+        assert out["valid"].shape == (3, 8) and not out["valid"].any()
+    with pytest.raises(ValueError, match=r"uint8 \[B, 3, H, W\].*float32"):
         bundle(torch.zeros(1, 3, 240, 320))
+    for height, width in [(15, 320), (240, 4097), (1, 1), (0, 64)]:
+        with pytest.raises(ValueError, match=f"frame size {width}x{height} is outside the bundle's bounds"):
+            bundle(torch.zeros(1, 3, height, width, dtype=torch.uint8))
 
 
 def copy_bundle(src, dst):
@@ -167,13 +169,16 @@ def test_tampered_artifact(bundle_path, tmp_path):
         load_bundle(path)
 
 
-def test_future_format(bundle_path, tmp_path):
+def test_future_and_old_formats(bundle_path, tmp_path):
     path = copy_bundle(bundle_path, tmp_path / "b")
-    edit_manifest(path, format_version="2.0")
-    with pytest.raises(BundleError, match="format version 2.0, newer than this runtime's 1.0"):
+    edit_manifest(path, format_version="3.0")
+    with pytest.raises(BundleError, match="format version 3.0, newer than this runtime's 2.0"):
         load_bundle(path)
-    edit_manifest(path, format_version="1.7")  # a newer minor version stays loadable
-    assert load_bundle(path).frame_size == FRAME
+    edit_manifest(path, format_version="1.0")  # one fixed frame size: re-export
+    with pytest.raises(BundleError, match="format version 1.0, which took one fixed frame size.*re-export"):
+        load_bundle(path)
+    edit_manifest(path, format_version="2.7")  # a newer minor version stays loadable
+    assert load_bundle(path).side_bounds == (16, 4096)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
@@ -192,7 +197,7 @@ def test_bundle_for_another_device(bundle_path, tmp_path):
 def test_golden_mismatch(bundle_path, tmp_path):
     path = copy_bundle(bundle_path, tmp_path / "b")
     golden = npz(path / "golden.npz")
-    golden["output.bbox"] = golden["output.bbox"] + 0.01
+    golden["case1.output.bbox"] = golden["case1.output.bbox"] + 0.01
     np.savez(path / "golden.npz", **golden)
     edit_manifest(path, golden__sha256=sha256_file(path / "golden.npz"))
     with pytest.raises(BundleError, match="golden self-check.*bbox: difference 0.01"):
@@ -235,7 +240,7 @@ def test_malicious_pickles_never_run(bundle_path, tmp_path):
     cases["artifact is a pickle"] = ("model.pt2", evil)
     cases["golden is a pickle"] = ("golden.npz", evil)
     objects = io.BytesIO()
-    np.savez(objects, **{"input.frames": np.array([Evil()], dtype=object)})
+    np.savez(objects, **{"case0.input.frames": np.array([Evil()], dtype=object)})
     cases["golden holds an object array"] = ("golden.npz", objects.getvalue())
     rezip(bundle_path / "model.pt2", tmp_path / "s.pt2",
           lambda n: evil_torch if "/data/sample_inputs/" in n else None)
@@ -285,20 +290,15 @@ def test_process_video_matches_direct_calls(bundle, tmp_path, photo_frames):
                                 "imgs_crop", "crop_frame_index", "crop_slot"])
     assert np.array_equal(r["frame_index"], np.arange(12))
     assert np.allclose(r["pts_seconds"], np.arange(12) / 25)
-    frames, scales, _ = decode_all(video)
-    assert np.allclose(scales, 0.5)  # 640x360 -> 320x180 at the top of the 320x240 canvas
+    frames, _ = decode_all(video)
+    assert frames.shape[2:] == (360, 640)  # the video's own size reaches the module: no second resize
     want = {k: v.numpy() for k, v in bundle(frames).items()}
     assert np.array_equal(r["valid"], want["valid"])
     assert r["valid"][3].sum() == 0 and (r["valid"][[0, 1, 2, 4, 5]].sum(1) >= 1).all()  # black frame 3: no face
     assert (r["valid"][6:].sum(1) >= 4).all()  # t1's faces
     v = want["valid"]
-    assert np.allclose(r["bbox"][v], want["bbox"][v] / 0.5, atol=1e-3)
-    assert np.allclose(r["lms"][v], want["lms"][v] / 0.5, atol=1e-3)
-    # crop_mat now maps source pixels: the landmarks land where the frame-space ones did.
-    src = np.concatenate([r["lms"][v], np.ones_like(r["lms"][v][..., :1])], -1)
-    frm = np.concatenate([want["lms"][v], np.ones_like(want["lms"][v][..., :1])], -1)
-    assert np.allclose(np.einsum("nij,nlj->nli", r["crop_mat"][v], src),
-                       np.einsum("nij,nlj->nli", want["crop_mat"][v], frm), atol=1e-3)
+    for key in ("conf", "bbox", "lms", "crop_mat"):
+        assert np.array_equal(r[key], want[key]), key
     assert len(r["imgs_crop"]) == v.sum() and np.array_equal(r["imgs_crop"], want["imgs_crop"][v])
     assert np.array_equal(r["valid"][r["crop_frame_index"], r["crop_slot"]], np.ones(v.sum(), bool))
     assert not (tmp_path / "r.npz.partial").exists()
@@ -332,6 +332,34 @@ def test_pixel_formats_and_sizes(bundle, tmp_path, photo_frames, kind):
         assert (nearest < 3).mean() >= 0.8, nearest
 
 
+def test_frame_size_changes_mid_stream(bundle, tmp_path, photo_frames):
+    # MPEG-TS streams may change resolution mid-stream; two concatenated ones do exactly that.
+    small = np.ascontiguousarray(photo_frames[6:9, :288, :512])
+    first = make_video(tmp_path / "a.ts", photo_frames[:5], fmt="mpegts")
+    second = make_video(tmp_path / "b.ts", small, fmt="mpegts")
+    video = tmp_path / "both.ts"
+    video.write_bytes(first.read_bytes() + second.read_bytes())
+    frames = []
+    with av.open(str(video)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert [f.shape[:2] for f in frames] == [(360, 640)] * 5 + [(288, 512)] * 3
+    r = npz(process_video(bundle, video, tmp_path / "r.npz", batch_size=4, progress=False))
+    assert np.array_equal(r["frame_index"], np.arange(8))
+    # Each frame's results are those of the module on that frame at its own size.
+    for i, frame in enumerate(frames):
+        want = bundle(torch.from_numpy(frame).permute(2, 0, 1)[None].contiguous())
+        for key in ("valid", "bbox", "lms", "crop_mat"):
+            assert np.allclose(r[key][i], want[key][0].numpy(), atol=1e-3 * max(frame.shape) / 224), (i, key)
+    assert r["valid"][5:].sum() >= 3
+
+
+def test_frame_outside_the_bounds(bundle, tmp_path, photo_frames):
+    tiny = make_video(tmp_path / "tiny.mkv", np.ascontiguousarray(photo_frames[:3, :12, :64]), codec="ffv1")
+    with pytest.raises(VideoError, match=r"frame 0 is 64x12, outside the bundle's 16-4096 px a side"):
+        process_video(bundle, tiny, tmp_path / "r.npz", progress=False)
+    assert not (tmp_path / "r.npz").exists()
+
+
 def test_variable_frame_rate(bundle, tmp_path, photo_frames):
     pts = [0, 40, 80, 200, 210, 500, 540, 541, 900, 1000, 1001, 1500]
     video = make_video(tmp_path / "vfr.mkv", photo_frames, codec="ffv1", pts_ms=pts)
@@ -346,7 +374,7 @@ def test_resume_after_injected_failure(bundle, tmp_path, photo_frames):
 
     class FailsAfter:
         def __init__(self, n):
-            self.n, self.frame_size, self.output_names = n, bundle.frame_size, bundle.output_names
+            self.n, self.side_bounds, self.output_names = n, bundle.side_bounds, bundle.output_names
             self.manifest = bundle.manifest
 
         def __call__(self, frames):
@@ -378,7 +406,7 @@ def test_resume_after_kill(bundle_path, tmp_path, photo_frames):
         import time, facecrop.runtime as rt
         bundle = rt.load_bundle({str(bundle_path)!r})
         slow = lambda frames: (time.sleep(0.3), bundle(frames))[1]
-        slow.__dict__.update(frame_size=bundle.frame_size, output_names=bundle.output_names, manifest=bundle.manifest)
+        slow.__dict__.update(side_bounds=bundle.side_bounds, output_names=bundle.output_names, manifest=bundle.manifest)
         rt.process_video(slow, {str(video)!r}, {str(out)!r}, batch_size=2, progress=False, checkpoint_frames=2)
     """)
     proc = subprocess.Popen([sys.executable, "-c", code])
