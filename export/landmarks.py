@@ -123,7 +123,10 @@ class LandmarkHead(nn.Module):
         # pixel across .5 and move landmarks by ~0.01 px, so landmark outputs of two backends
         # agree to ~0.02 px, not 1e-3.
         crops = sample_crops(frames, crop_mat, slots // faces, (size, size)).round()  # [N, 3, S, S]
-        raw = self.net(crops)[0]  # [N, D]
+        # One blank crop more keeps the net's batch >= 1 (N may be 0) without a data-dependent
+        # branch, which is what lets torch.export trace BatchNorm on a batch of symbolic size.
+        crops = torch.cat([crops, crops.new_zeros((1,) + crops.shape[1:])])
+        raw = self.net(crops)[0][:-1]  # [N, D]
         points = transform_points(invert_affine(crop_mat), decode_landmarks(raw, self.config))  # [N, L, 2]
         padded = points.new_zeros((batch * faces,) + points.shape[1:])
         return padded.index_copy(0, slots, points).view(batch, faces, *points.shape[1:])

@@ -211,7 +211,8 @@ class Bundle:
         """
         check_frames(frames, *self.side_bounds)
         with torch.inference_mode():
-            outputs = self.module(frames.to(self.device))
+            # Compiled artifacts assume the dense layout they were traced with.
+            outputs = self.module(frames.to(self.device).contiguous())
         return dict(zip(self.output_names, outputs))
 
     def __repr__(self) -> str:

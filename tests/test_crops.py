@@ -63,15 +63,18 @@ def test_align_crop_matrix_matches_estimate_norm(photos, size):
         mats, valid = align_crop_matrix(torch.from_numpy(kps).double(), size)
         assert mats.shape == (len(kps), 3, 3) and bool(valid.all())
         for mat, k in zip(mats, kps):
-            worst = max(worst, np.abs(mat[:2].numpy() - face_align.estimate_norm(k, size)).max())
+            # estimate_norm computes in float32 and translations reach hundreds of pixels, where
+            # float32 resolves ~3e-5: the bound is relative to the matrix's largest entry.
+            reference = face_align.estimate_norm(k, size)
+            worst = max(worst, np.abs(mat[:2].numpy() - reference).max() / np.abs(reference).max())
             # skimage keeps part of its arithmetic in the float32 of insightface's
             # inputs; in float64 throughout the two agree to rounding.
             template = face_align.arcface_dst.astype(np.float64) * (size / 112.0)
             exact = SimilarityTransform.from_estimate(k.astype(np.float64), template)
             worst64 = max(worst64, np.abs(mat.numpy() - exact.params).max())
-    print(f"\nalign_crop_matrix({size}) on SCRFD keypoints: max |diff| vs estimate_norm {worst:.2e}, "
+    print(f"\nalign_crop_matrix({size}) on SCRFD keypoints: max relative |diff| vs estimate_norm {worst:.2e}, "
           f"vs skimage in float64 {worst64:.2e}")
-    assert worst < 1e-4
+    assert worst < 1e-6
     assert worst64 < 1e-9
 
 

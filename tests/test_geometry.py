@@ -257,24 +257,30 @@ def test_warp_crops_singular_and_nonfinite_matrices_give_zero_crops(astronaut):
     torch.testing.assert_close(crops[0, 0], ref[0, 0])
 
 
-def test_warp_crops_does_not_copy_frames_per_crop():
-    """One grid_sample over the frames as they are, with one (B, K*h, w, 2) grid."""
+def test_warp_crops_gathers_from_uint8_without_converting_frames():
+    """No whole-frame copy or float conversion: every intermediate is crop-sized."""
 
     class Warp(torch.nn.Module):
         def forward(self, frames, crop_mat):
             return warp_crops(frames, crop_mat, (16, 24))
 
-    ep = torch.export.export(Warp(), (torch.rand(2, 3, 50, 60), torch.eye(3).expand(2, 7, 3, 3).clone()))
-    calls = [n for n in ep.graph.nodes if n.op == "call_function" and "grid_sampler" in str(n.target)]
-    assert len(calls) == 1
-    frames_arg, grid_arg = calls[0].args[:2]
-    assert frames_arg.op == "placeholder"  # the frames themselves, not an expanded copy
-    assert tuple(grid_arg.meta["val"].shape) == (2, 7 * 16, 24, 2)
+    frames = torch.randint(0, 255, (2, 3, 50, 60), dtype=torch.uint8)
+    mats = torch.eye(3).expand(2, 7, 3, 3).clone()
+    mats[..., :2, 2] = -5.0
+    ep = torch.export.export(Warp(), (frames, mats))
+    frame_numel = frames.numel()
+    for node in ep.graph.nodes:
+        val = node.meta.get("val")
+        if node.op == "call_function" and isinstance(val, torch.Tensor) and val.numel() >= frame_numel:
+            assert val.dtype == torch.uint8 and "view" in str(node.target), (node.target, val.shape, val.dtype)
+    ours = ep.module()(frames, mats)
+    torch.testing.assert_close(ours, warp_crops(frames.float(), mats, (16, 24)))
+    assert ours.shape == (2, 7, 3, 16, 24)
 
 
 def test_warp_crops_bad_arguments():
-    with pytest.raises(TypeError, match="frames must be a floating-point tensor, got torch.uint8"):
-        warp_crops(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.eye(3).view(1, 1, 3, 3), (4, 4))
+    with pytest.raises(TypeError, match="frames must be uint8 or floating point, got torch.int32"):
+        warp_crops(torch.zeros(1, 3, 8, 8, dtype=torch.int32), torch.eye(3).view(1, 1, 3, 3), (4, 4))
     with pytest.raises(ValueError, match=r"crop_mat must have shape \(B, K, 3, 3\) with B = .* = 2, got \(1, 1, 3"):
         warp_crops(torch.zeros(2, 3, 8, 8), torch.eye(3).view(1, 1, 3, 3), (4, 4))
     with pytest.raises(ValueError, match=r"size must be two positive ints"):
