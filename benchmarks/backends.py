@@ -31,7 +31,6 @@ class Case:
     landmarks: Optional[str]
     det_size: tuple[int, int]
     crop_size: int
-    frame_size: tuple[int, int]
     max_faces: int = 8
     device: str = "cpu"
 
@@ -39,7 +38,7 @@ class Case:
         from facecrop.pipeline_config import PipelineConfig
 
         return PipelineConfig(detector=self.detector, landmarks=self.landmarks, crop="align",
-                              frame_size=tuple(self.frame_size), det_size=tuple(self.det_size),
+                              det_size=tuple(self.det_size),
                               crop_size=self.crop_size, max_faces=self.max_faces)
 
 

@@ -35,7 +35,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rows", type=int, default=20)
     args = parser.parse_args(argv)
 
-    case = Case(str(args.model_dir / f"{args.detector}.onnx"), None, DET_SIZE, CROP_SIZE, FRAME_SIZES["720p"],
+    case = Case(str(args.model_dir / f"{args.detector}.onnx"), None, DET_SIZE, CROP_SIZE,
                 MAX_FACES, args.device)
     workdir = Path(tempfile.mkdtemp(prefix="profile-"))
     try:

@@ -67,7 +67,7 @@ def make_cases(model_dir: Path, out: Path, device: str, names) -> tuple[dict, li
                              "official input/output contract (tests/standins.py), so their landmark cost is not the real net's")
         label = f"{name}@224 + " + ("2d106det + " if landmarks else "") + f"align{CROP_SIZE}"
         cases[label] = Case(str(detector), str(landmarks) if landmarks else None, DET_SIZE, CROP_SIZE,
-                            FRAME_SIZES["720p"], MAX_FACES, device)
+                            MAX_FACES, device)
     return cases, notes
 
 
@@ -95,7 +95,7 @@ def run_job(spec: dict, workdir: Path, timeout: float) -> dict:
 
 
 def main(argv=None) -> dict:
-    from dataclasses import asdict, replace
+    from dataclasses import asdict
 
     import torch
 
@@ -162,17 +162,12 @@ def main(argv=None) -> dict:
     sweeps["faces"] = {"case": target_case, "labels": list(faces), "fps": {}}
     sweeps["sizes"] = {"case": target_case, "labels": list(sizes), "fps": {}}
     for backend in sweep_backends:
-        if backend in REFERENCE_LOOPS:  # any frame size: one process for every point
-            jobs = [(case, {**faces, **sizes})]
-        else:  # static shapes: one module per frame size
-            jobs = [(case, {**faces, **{s: src for s, src in sizes.items() if s == "720p"}})]
-            jobs += [(replace(case, frame_size=tuple(src["size"])), {s: src}) for s, src in sizes.items() if s != "720p"]
+        jobs = [(case, {**faces, **sizes})]  # one process for every point: one module serves every size
         for job_case, frame_sets in jobs:
             spec = dict(base, backend=backend, case=asdict(job_case), frame_sets=frame_sets)
             result = run_job(spec, workdir, mode["job_timeout"])
             if "error" in result:
-                notes.append(f"sweep point(s) {', '.join(frame_sets)} of {backend} at {job_case.frame_size[0]}x"
-                             f"{job_case.frame_size[1]} failed: {result['error']}")
+                notes.append(f"sweep point(s) {', '.join(frame_sets)} of {backend} failed: {result['error']}")
             for label, fps in result.get("sets", {}).items():
                 sweeps["faces" if label in faces else "sizes"]["fps"].setdefault(backend, {})[label] = fps
 

@@ -1,4 +1,4 @@
-"""The main job end to end: export a bundle from det_500m (aligned crop), run it on a video.
+"""The main job end to end: export one bundle from det_500m (aligned crop), run it on a video of any size.
 
 Usage: ``python examples/quickstart.py [VIDEO] [--out DIR]``. Without VIDEO it
 makes facecrop's example video (real astronaut photo, known motion) offline.
@@ -29,18 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quickstart: {err}", file=sys.stderr)
         return 1
     video = args.video or get_example_video(n_frames=96)
-    import av
-
-    with av.open(str(video)) as container:
-        stream = container.streams.video[0]
-        width, height = stream.codec_context.width, stream.codec_context.height
+    # One bundle serves every video: it letterboxes each frame at its own size, as InsightFace does.
     bundles = args.out / "bundles"
-    name = f"quickstart-{width}x{height}"
-    bundle = bundles / name / "1.0.0"
+    bundle = bundles / "quickstart" / "1.0.0"
     if not bundle.is_dir():
         status = cli.main(["export", "--detector", "det_500m", "--crop", "align", "--crop-size", "112",
-                           "--frame-size", f"{width}x{height}", "--backend", "export",
-                           "--name", name, "--out", str(bundles)])
+                           "--backend", "export", "--name", "quickstart", "--out", str(bundles)])
         if status:
             return status
     status = cli.main(["run", str(bundle), str(video), "-o", str(args.out / "results.npz"),

@@ -202,8 +202,7 @@ def sample_crops(frames: torch.Tensor, crop_mat: torch.Tensor, frame_index: torc
 
     The four taps of every crop pixel are gathered straight from ``frames`` in
     their own dtype (uint8 video frames stay uint8), so the cost is that of the
-    crops alone: no whole-frame conversion, and no work for faces that do not
-    exist (the caller passes only the N real ones).
+    crops alone: no whole-frame conversion or copy.
 
     Args:
         frames: images of shape (B, C, H, W), uint8 or floating point (e.g. RGB 0-255).
@@ -235,23 +234,28 @@ def sample_crops(frames: torch.Tensor, crop_mat: torch.Tensor, frame_index: torc
     # the index arithmetic in range, and sending NaN/inf (singular matrices) out of the frame gives zeros.
     x_src = torch.nan_to_num(x_src, nan=-2.0, posinf=-2.0, neginf=-2.0).clamp(-2.0, width + 1.0)
     y_src = torch.nan_to_num(y_src, nan=-2.0, posinf=-2.0, neginf=-2.0).clamp(-2.0, height + 1.0)
-    x0, y0 = x_src.floor(), y_src.floor()
-    fx, fy = (x_src - x0)[:, None], (y_src - y0)[:, None]  # [N, 1, h, w]
-    x0, y0 = x0.long(), y0.long()
-    flat = frames.contiguous().view(-1)
+    x0f, y0f = x_src.floor(), y_src.floor()
+    fx, fy = x_src - x0f, y_src - y0f  # [N, h, w]
+    x0, y0 = x0f.long(), y0f.long()
+    # A tap outside the frame weighs 0 (the zero border); its index is clamped only to stay in range.
+    wx0 = torch.where((x0 >= 0) & (x0 < width), 1 - fx, 0.0)
+    wx1 = torch.where((x0 >= -1) & (x0 < width - 1), fx, 0.0)
+    wy0 = torch.where((y0 >= 0) & (y0 < height), 1 - fy, 0.0)
+    wy1 = torch.where((y0 >= -1) & (y0 < height - 1), fy, 0.0)
+    col0, col1 = x0.clamp(0, width - 1), (x0 + 1).clamp(0, width - 1)
     plane = height * width
-    # Index of channel c of pixel (y, x) of frame b in the flat NCHW buffer.
-    channel_base = (frame_index.view(-1, 1, 1, 1) * channels
-                    + torch.arange(channels, device=frames.device).view(1, channels, 1, 1)) * plane  # [N, C, 1, 1]
-    crops = torch.zeros((), dtype=dtype, device=frames.device)
-    for dy, weight_y in ((0, 1 - fy), (1, fy)):
-        yi = y0 + dy
-        for dx, weight_x in ((0, 1 - fx), (1, fx)):
-            xi = x0 + dx
-            inside = ((xi >= 0) & (xi < width) & (yi >= 0) & (yi < height))[:, None]  # [N, 1, h, w]
-            offset = (yi.clamp(0, height - 1) * width + xi.clamp(0, width - 1))[:, None]  # [N, 1, h, w]
-            taps = flat[channel_base + offset].to(dtype)  # [N, C, h, w]
-            crops = crops + taps * (weight_x * weight_y * inside)
+    base = (frame_index * (channels * plane)).view(-1, 1, 1)  # [N, 1, 1]: the frame in the flat buffer
+    row0 = base + y0.clamp(0, height - 1) * width
+    row1 = base + (y0 + 1).clamp(0, height - 1) * width
+    flat = frames.contiguous().view(-1)
+    # One channel plane at a time, sharing the [N, h, w] offsets and weights: about twice as fast,
+    # compiled, as gathering with [N, C, h, w] indices at once (measured on 720p frames).
+    planes = []
+    for c in range(channels):
+        top = wx0 * flat[row0 + col0 + c * plane].to(dtype) + wx1 * flat[row0 + col1 + c * plane].to(dtype)
+        bottom = wx0 * flat[row1 + col0 + c * plane].to(dtype) + wx1 * flat[row1 + col1 + c * plane].to(dtype)
+        planes.append(wy0 * top + wy1 * bottom)
+    crops = torch.stack(planes, 1)  # [N, C, h, w]
     return crops
 
 

@@ -37,7 +37,8 @@ class VideoError(ValueError):
 class _Batch:
     frame_index: np.ndarray  # [b] int64
     pts_seconds: np.ndarray  # [b] float64, NaN where the frame has no timestamp
-    frames: np.ndarray  # [b, H, W, 3] uint8 RGB, the video's own size
+    frames: np.ndarray  # [b, 3, H, W] uint8 RGB, the video's own size: a view of ``buffer``
+    buffer: np.ndarray  # [batch_size, 3, H, W], handed back to the decoder for reuse
 
 
 @dataclass
@@ -46,9 +47,36 @@ class _End:
     problem: str | None  # why decoding stopped early; None when the video ended normally
 
 
-def to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """Any pixel format (grey, 10-bit, ...) -> RGB uint8 ``[H, W, 3]`` at the frame's own size."""
-    return frame.to_ndarray(format="rgb24")
+def to_planar_rgb(frame: av.VideoFrame, out: np.ndarray) -> None:
+    """Write any pixel format (grey, 10-bit, ...) as planar RGB uint8 into ``out [3, H, W]`` (the frame's size).
+
+    swscale converts to planar GBR, whose planes are copied straight into the batch: the same pixels
+    as ``to_ndarray('rgb24')`` without its interleaving and the transpose the module's layout needs.
+    """
+    gbrp = frame.reformat(format="gbrp")
+    for channel, plane in zip((1, 2, 0), gbrp.planes):  # planes in G, B, R order
+        out[channel] = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:gbrp.height, :gbrp.width]
+
+
+class _Buffers:
+    """Batch buffers ``[batch_size, 3, H, W]`` reused across batches: fresh arrays of tens of MB cost
+    more in page faults than the decoding that fills them."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size, self.free = batch_size, queue.Queue()
+
+    def take(self, height: int, width: int) -> np.ndarray:
+        shape = (self.batch_size, 3, height, width)
+        while True:
+            try:
+                buffer = self.free.get_nowait()
+            except queue.Empty:
+                return np.empty(shape, np.uint8)
+            if buffer.shape == shape:  # buffers of an earlier frame size are dropped
+                return buffer
+
+    def give_back(self, buffer: np.ndarray) -> None:
+        self.free.put(buffer)
 
 
 def _declared_end(stream) -> float | None:
@@ -74,7 +102,7 @@ def _truncation(stream, count: int, last_pts: float, last_duration: float) -> st
     return None
 
 
-def _decode(path: Path, batch_size: int, skip: int, out: queue.Queue, stop: threading.Event):
+def _decode(path: Path, buffers: _Buffers, skip: int, out: queue.Queue, stop: threading.Event):
     """Thread body: decode, convert and batch frames (one size per batch) into ``out``; ends with an :class:`_End`."""
 
     def put(item) -> bool:
@@ -86,7 +114,8 @@ def _decode(path: Path, batch_size: int, skip: int, out: queue.Queue, stop: thre
                 pass
         return False
 
-    count, last_pts, last_duration, problem, pending = 0, float("nan"), 0.0, None, []
+    count, last_pts, last_duration, problem = 0, float("nan"), 0.0, None
+    buffer, index_seconds = None, []  # the batch being filled
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
@@ -99,36 +128,37 @@ def _decode(path: Path, batch_size: int, skip: int, out: queue.Queue, stop: thre
                     last_duration = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
                     if index < skip:
                         continue
-                    rgb = to_rgb(frame)
-                    if pending and pending[-1][2].shape != rgb.shape:  # the stream changed size
-                        if not put(_stack(pending)):
+                    if buffer is not None and buffer.shape[2:] != (frame.height, frame.width):
+                        if not put(_batch(buffer, index_seconds)):  # the stream changed size
                             return
-                        pending = []
-                    pending.append((index, seconds, rgb))
-                    if len(pending) == batch_size:
-                        if not put(_stack(pending)):
+                        buffer, index_seconds = None, []
+                    if buffer is None:
+                        buffer = buffers.take(frame.height, frame.width)
+                    to_planar_rgb(frame, buffer[len(index_seconds)])
+                    index_seconds.append((index, seconds))
+                    if len(index_seconds) == buffers.batch_size:
+                        if not put(_batch(buffer, index_seconds)):
                             return
-                        pending = []
+                        buffer, index_seconds = None, []
             except av.error.FFmpegError as err:
                 problem = f"decoding failed at frame {count}: {err}"
             if problem is None:
                 problem = _truncation(stream, count, last_pts, last_duration)
-        if pending and not put(_stack(pending)):
+        if index_seconds and not put(_batch(buffer, index_seconds)):
             return
         put(_End(count, problem))
     except Exception as err:  # handed to the consumer, which raises it in the caller's thread
         put(err)
 
 
-def _stack(pending: list) -> _Batch:
-    index, seconds, frames = zip(*pending)
-    return _Batch(np.array(index, np.int64), np.array(seconds, np.float64), np.stack(frames))
+def _batch(buffer: np.ndarray, index_seconds: list) -> _Batch:
+    index, seconds = zip(*index_seconds)
+    return _Batch(np.array(index, np.int64), np.array(seconds, np.float64), buffer[:len(index)], buffer)
 
 
 def _run_batch(bundle: Bundle, batch: _Batch, save_crops: bool) -> dict[str, np.ndarray]:
     """One batch through the module -> per-frame arrays (+ crops of valid faces)."""
-    frames = torch.from_numpy(batch.frames).permute(0, 3, 1, 2).contiguous()  # [b, 3, H, W]
-    outputs = {k: v.cpu().numpy() for k, v in bundle(frames).items()}
+    outputs = {k: v.cpu().numpy() for k, v in bundle(torch.from_numpy(batch.frames)).items()}
     result = {k: outputs[k] for k in PER_FRAME if k in outputs}
     result.update(frame_index=batch.frame_index, pts_seconds=batch.pts_seconds)
     if save_crops:
@@ -274,8 +304,8 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
     bar = Progress(expected, initial=done, enabled=progress)
     batches: queue.Queue = queue.Queue(maxsize=2)  # decoding runs at most two batches ahead
     stop = threading.Event()
-    decoder = threading.Thread(target=_decode, daemon=True,
-                               args=(video, batch_size, done, batches, stop))
+    buffers = _Buffers(batch_size)
+    decoder = threading.Thread(target=_decode, daemon=True, args=(video, buffers, done, batches, stop))
     decoder.start()
     pending, pending_frames = [], 0
     try:
@@ -285,13 +315,14 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
                 raise item
             if isinstance(item, _End):
                 break
-            height, width = item.frames.shape[1:3]
+            height, width = item.frames.shape[2:]
             low, high = bundle.side_bounds
             if not (low <= height <= high and low <= width <= high):
                 raise VideoError(f"{video}: frame {item.frame_index[0]} is {width}x{height}, outside the bundle's "
                                  f"{low}-{high} px a side; results for the frames before it are kept in "
                                  f"{checkpoint.folder}")
             pending.append(_run_batch(bundle, item, save_crops))
+            buffers.give_back(item.buffer)  # the module is done with these frames
             pending_frames += len(item.frame_index)
             bar.update(len(item.frame_index))
             if pending_frames >= checkpoint_frames:
