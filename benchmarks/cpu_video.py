@@ -193,7 +193,7 @@ def main(argv=None) -> None:
     parser.add_argument("--frames", type=int, default=150, help="frames per video")
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=SIZES)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=16, help="as `facecrop run`")
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cpu_video")
     parser.add_argument("--no-profile", action="store_true")
