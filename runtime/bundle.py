@@ -205,10 +205,7 @@ class Bundle:
         self.output_names = [spec["name"] for spec in manifest["outputs"]]
 
     def __call__(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the module. frames: uint8 ``[B, 3, H, W]``; returns ``{name: [B, K, ...]}`` on ``self.device``.
-
-        Coordinates are in the frames' own pixels: the module letterboxes each batch at its size.
-        """
+        """uint8 ``[B, 3, H, W]`` frames -> ``{name: [B, K, ...]}`` on ``self.device``, in the frames' pixels."""
         check_frames(frames, *self.side_bounds)
         with torch.inference_mode():
             # Compiled artifacts assume the dense layout they were traced with.
@@ -222,10 +219,7 @@ class Bundle:
 
 
 def verify_golden(bundle: Bundle) -> dict[str, float]:
-    """Run every golden case (one frame size each) and compare with the stored reference.
-
-    Returns the largest difference per output over all cases.
-    """
+    """Run every golden case (one frame size each) against its reference; the largest differences."""
     golden = bundle.manifest["golden"]
     worst: dict[str, float] = {}
     try:

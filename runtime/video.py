@@ -1,5 +1,6 @@
 """Run a bundle over a video: decode in a background thread, run batches, checkpoint, write one .npz.
 
+
 Every decoded frame gets one row, in decoding (= presentation) order, so ``frame_index[i] == i``;
 frames without faces have ``valid[i]`` all False. Frames are converted to RGB and handed to the module
 at their own size (it letterboxes inside, as InsightFace does), so ``bbox``/``lms``/``crop_mat`` are in
@@ -47,36 +48,15 @@ class _End:
     problem: str | None  # why decoding stopped early; None when the video ended normally
 
 
-def to_planar_rgb(frame: av.VideoFrame, out: np.ndarray) -> None:
-    """Write any pixel format (grey, 10-bit, ...) as planar RGB uint8 into ``out [3, H, W]`` (the frame's size).
-
-    swscale converts to planar GBR, whose planes are copied straight into the batch: the same pixels
-    as ``to_ndarray('rgb24')`` without its interleaving and the transpose the module's layout needs.
-    """
-    gbrp = frame.reformat(format="gbrp")
-    for channel, plane in zip((1, 2, 0), gbrp.planes):  # planes in G, B, R order
-        out[channel] = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:gbrp.height, :gbrp.width]
-
-
-class _Buffers:
-    """Batch buffers ``[batch_size, 3, H, W]`` reused across batches: fresh arrays of tens of MB cost
-    more in page faults than the decoding that fills them."""
-
-    def __init__(self, batch_size: int):
-        self.batch_size, self.free = batch_size, queue.Queue()
-
-    def take(self, height: int, width: int) -> np.ndarray:
-        shape = (self.batch_size, 3, height, width)
-        while True:
-            try:
-                buffer = self.free.get_nowait()
-            except queue.Empty:
-                return np.empty(shape, np.uint8)
-            if buffer.shape == shape:  # buffers of an earlier frame size are dropped
-                return buffer
-
-    def give_back(self, buffer: np.ndarray) -> None:
-        self.free.put(buffer)
+def _take(free: queue.Queue, shape: tuple) -> np.ndarray:
+    """A reused batch buffer of ``shape`` (fresh arrays of tens of MB cost more in page faults than decoding)."""
+    while True:
+        try:
+            buffer = free.get_nowait()
+        except queue.Empty:
+            return np.empty(shape, np.uint8)
+        if buffer.shape == shape:
+            return buffer
 
 
 def _declared_end(stream) -> float | None:
@@ -102,7 +82,7 @@ def _truncation(stream, count: int, last_pts: float, last_duration: float) -> st
     return None
 
 
-def _decode(path: Path, buffers: _Buffers, skip: int, out: queue.Queue, stop: threading.Event):
+def _decode(path: Path, batch_size: int, free: queue.Queue, skip: int, out: queue.Queue, stop: threading.Event):
     """Thread body: decode, convert and batch frames (one size per batch) into ``out``; ends with an :class:`_End`."""
 
     def put(item) -> bool:
@@ -133,10 +113,12 @@ def _decode(path: Path, buffers: _Buffers, skip: int, out: queue.Queue, stop: th
                             return
                         buffer, index_seconds = None, []
                     if buffer is None:
-                        buffer = buffers.take(frame.height, frame.width)
-                    to_planar_rgb(frame, buffer[len(index_seconds)])
+                        buffer = _take(free, (batch_size, 3, frame.height, frame.width))
+                    # swscale's rgb24, as the InsightFace loop decodes (its planar gbrp output takes
+                    # other code paths for some widths: 2.4 grey levels apart at 360 px wide, measured).
+                    buffer[len(index_seconds)] = frame.to_ndarray(format="rgb24").transpose(2, 0, 1)
                     index_seconds.append((index, seconds))
-                    if len(index_seconds) == buffers.batch_size:
+                    if len(index_seconds) == batch_size:
                         if not put(_batch(buffer, index_seconds)):
                             return
                         buffer, index_seconds = None, []
@@ -304,8 +286,8 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
     bar = Progress(expected, initial=done, enabled=progress)
     batches: queue.Queue = queue.Queue(maxsize=2)  # decoding runs at most two batches ahead
     stop = threading.Event()
-    buffers = _Buffers(batch_size)
-    decoder = threading.Thread(target=_decode, daemon=True, args=(video, buffers, done, batches, stop))
+    free: queue.Queue = queue.Queue()  # batch buffers the module is done with
+    decoder = threading.Thread(target=_decode, daemon=True, args=(video, batch_size, free, done, batches, stop))
     decoder.start()
     pending, pending_frames = [], 0
     try:
@@ -322,7 +304,7 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
                                  f"{low}-{high} px a side; results for the frames before it are kept in "
                                  f"{checkpoint.folder}")
             pending.append(_run_batch(bundle, item, save_crops))
-            buffers.give_back(item.buffer)  # the module is done with these frames
+            free.put(item.buffer)
             pending_frames += len(item.frame_index)
             bar.update(len(item.frame_index))
             if pending_frames >= checkpoint_frames:
