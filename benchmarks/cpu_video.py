@@ -91,10 +91,10 @@ def _child_facecrop(spec: dict) -> dict:
 
 
 def child(spec: dict) -> dict:
-    import resource
+    from benchmarks.measure import peak_rss_mb
 
     result = (_child_insightface if spec["kind"] == "insightface" else _child_facecrop)(spec)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 

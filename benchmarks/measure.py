@@ -46,8 +46,17 @@ class Clock:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, MiB (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Peak resident memory of this process so far, MiB.
+
+    On Linux from ``/proc/self/status`` (VmHWM), not ``ru_maxrss``: Linux keeps that across fork +
+    exec, so a measuring subprocess would report its (large) parent's RSS at the fork instead.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / (1 << 20) if platform.system() == "Darwin" else peak / 1024
 
 
