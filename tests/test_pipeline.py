@@ -128,3 +128,17 @@ def test_build_pipeline_from_config(landmark_path):
         assert fused.forward_dict(FRAMES[:1])["valid"].sum() == 4  # six faces, K = 4
     with pytest.raises(ValueError, match="needs landmarks"):
         build_pipeline(PipelineConfig(detector=str(real_model("det_500m")), crop="bbox"))
+
+
+@pytest.mark.parametrize("shape, dtype, error, message", [
+    ((1, 3, 15, 320), torch.uint8, ValueError, "frame size 320x15 is outside 16 to 4096"),
+    ((1, 3, 1, 1), torch.uint8, ValueError, "frame size 1x1 is outside"),
+    ((1, 3, 240, 4097), torch.float32, ValueError, "frame size 4097x240 is outside"),
+    ((0, 3, 64, 64), torch.uint8, ValueError, r"shape \[B, 3, H, W\]"),
+    ((1, 4, 64, 64), torch.uint8, ValueError, r"shape \[B, 3, H, W\]"),
+    ((1, 3, 64, 64), torch.int32, TypeError, "uint8 or float"),
+])
+def test_module_refuses_bad_frames_naming_them(landmark_path, shape, dtype, error, message):
+    _, fused = _eager_and_fused("align", landmark_path)
+    with pytest.raises(error, match=message):
+        fused(torch.zeros(shape, dtype=dtype))
