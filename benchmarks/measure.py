@@ -10,6 +10,7 @@ import os
 import platform
 import resource
 import statistics
+import threading
 import time
 from pathlib import Path
 
@@ -58,6 +59,50 @@ def peak_rss_mb() -> float:
                 return int(line.split()[1]) / 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / (1 << 20) if platform.system() == "Darwin" else peak / 1024
+
+
+class ChildMemory:
+    """Peak resident memory of this process's child processes (facecrop's decoder), MiB, sampled.
+
+    Counts each child's ``RssAnon + RssFile``, leaving out ``RssShmem``: the shared frame slots
+    are in this process's own VmHWM already. Used as ``with ChildMemory() as children: ...``,
+    then ``children.peak_mb``.
+    """
+
+    def __init__(self, interval_s: float = 0.02):
+        self.interval_s, self.peak_mb = interval_s, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            total = 0
+            for pid in _children(os.getpid()):
+                try:
+                    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+                except OSError:
+                    continue  # it has just ended
+                total += sum(int(fields.get(k, "0 kB").split()[0]) for k in ("RssAnon", "RssFile"))
+            self.peak_mb = max(self.peak_mb, total / 1024)
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids of ``pid``'s children (Linux ``/proc``; elsewhere none)."""
+    pids = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            pids += [int(p) for p in children.read_text().split()]
+        except OSError:
+            pass
+    return pids
 
 
 def load_frames(source: dict) -> np.ndarray:

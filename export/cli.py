@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("bundle", type=Path)
     run.add_argument("video", type=Path)
     run.add_argument("-o", "--output", type=Path, required=True, help="results file (.npz)")
-    run.add_argument("--batch-size", type=int, default=16)
+    run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--device", default=None)
     run.add_argument("--save-crops", action="store_true", help="also save every face crop")
     run.add_argument("--visualize", type=Path, default=None, metavar="FILE", help="write an overlay video")

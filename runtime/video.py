@@ -1,5 +1,4 @@
-"""Run a bundle over a video: decode in a background thread, run batches, checkpoint, write one .npz.
-
+"""Run a bundle over a video: decode in a child process, run batches, checkpoint, write one .npz.
 
 Every decoded frame gets one row, in decoding (= presentation) order, so ``frame_index[i] == i``;
 frames without faces have ``valid[i]`` all False. Frames are converted to RGB and handed to the module
@@ -13,11 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
-import threading
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -25,6 +21,7 @@ import numpy as np
 import torch
 
 from .bundle import Bundle
+from .decoder import Batch, Decoder, DecoderDied, End, declared_end
 from .progress import Progress
 
 PER_FRAME = ("valid", "conf", "bbox", "lms", "crop_mat")
@@ -34,111 +31,7 @@ class VideoError(ValueError):
     """A video that cannot be (fully) processed, or results that cannot be written."""
 
 
-@dataclass
-class _Batch:
-    frame_index: np.ndarray  # [b] int64
-    pts_seconds: np.ndarray  # [b] float64, NaN where the frame has no timestamp
-    frames: np.ndarray  # [b, 3, H, W] uint8 RGB, the video's own size: a view of ``buffer``
-    buffer: np.ndarray  # [batch_size, 3, H, W], handed back to the decoder for reuse
-
-
-@dataclass
-class _End:
-    count: int  # frames decoded, skipped ones included
-    problem: str | None  # why decoding stopped early; None when the video ended normally
-
-
-def _take(free: queue.Queue, shape: tuple) -> np.ndarray:
-    """A reused batch buffer of ``shape`` (fresh arrays of tens of MB cost more in page faults than decoding)."""
-    while True:
-        try:
-            buffer = free.get_nowait()
-        except queue.Empty:
-            return np.empty(shape, np.uint8)
-        if buffer.shape == shape:
-            return buffer
-
-
-def _declared_end(stream) -> float | None:
-    """End of the video stream in seconds as its container declares it, if it does."""
-    if stream.duration and stream.time_base:
-        return float((stream.start_time or 0) + stream.duration) * float(stream.time_base)
-    text = (stream.metadata or {}).get("DURATION")  # Matroska keeps it as a tag: HH:MM:SS.fffffffff
-    try:
-        h, m, s = text.split(":")
-        return int(h) * 3600 + int(m) * 60 + float(s)
-    except (AttributeError, ValueError):
-        return None
-
-
-def _truncation(stream, count: int, last_pts: float, last_duration: float) -> str | None:
-    """Say so when the container declares more video than was decoded (a cut or truncated file)."""
-    if stream.frames and count < stream.frames:
-        return f"decoding stopped at frame {count} of the {stream.frames} the container declares"
-    end = _declared_end(stream)
-    rate = float(stream.average_rate or stream.guessed_rate or 25)
-    if end is not None and count and last_pts + last_duration + 2.0 / rate < end:
-        return f"decoding stopped at frame {count} ({last_pts:.3f} s) but the container declares {end:.3f} s"
-    return None
-
-
-def _decode(path: Path, batch_size: int, free: queue.Queue, skip: int, out: queue.Queue, stop: threading.Event):
-    """Thread body: decode, convert and batch frames (one size per batch) into ``out``; ends with an :class:`_End`."""
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    count, last_pts, last_duration, problem = 0, float("nan"), 0.0, None
-    buffer, index_seconds = None, []  # the batch being filled
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            try:
-                for frame in container.decode(stream):
-                    index, count = count, count + 1
-                    seconds = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else float("nan")
-                    last_pts = seconds
-                    last_duration = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
-                    if index < skip:
-                        continue
-                    if buffer is not None and buffer.shape[2:] != (frame.height, frame.width):
-                        if not put(_batch(buffer, index_seconds)):  # the stream changed size
-                            return
-                        buffer, index_seconds = None, []
-                    if buffer is None:
-                        buffer = _take(free, (batch_size, 3, frame.height, frame.width))
-                    # swscale's rgb24, as the InsightFace loop decodes (its planar gbrp output takes
-                    # other code paths for some widths: 2.4 grey levels apart at 360 px wide, measured).
-                    buffer[len(index_seconds)] = frame.to_ndarray(format="rgb24").transpose(2, 0, 1)
-                    index_seconds.append((index, seconds))
-                    if len(index_seconds) == batch_size:
-                        if not put(_batch(buffer, index_seconds)):
-                            return
-                        buffer, index_seconds = None, []
-            except av.error.FFmpegError as err:
-                problem = f"decoding failed at frame {count}: {err}"
-            if problem is None:
-                problem = _truncation(stream, count, last_pts, last_duration)
-        if index_seconds and not put(_batch(buffer, index_seconds)):
-            return
-        put(_End(count, problem))
-    except Exception as err:  # handed to the consumer, which raises it in the caller's thread
-        put(err)
-
-
-def _batch(buffer: np.ndarray, index_seconds: list) -> _Batch:
-    index, seconds = zip(*index_seconds)
-    return _Batch(np.array(index, np.int64), np.array(seconds, np.float64), buffer[:len(index)], buffer)
-
-
-def _run_batch(bundle: Bundle, batch: _Batch, save_crops: bool) -> dict[str, np.ndarray]:
+def _run_batch(bundle: Bundle, batch: Batch, save_crops: bool) -> dict[str, np.ndarray]:
     """One batch through the module -> per-frame arrays (+ crops of valid faces)."""
     outputs = {k: v.cpu().numpy() for k, v in bundle(torch.from_numpy(batch.frames)).items()}
     result = {k: outputs[k] for k in PER_FRAME if k in outputs}
@@ -243,14 +136,14 @@ def _video_info(video: Path) -> tuple[int, dict]:
             if not container.streams.video:
                 raise VideoError(f"{video} has no video stream")
             stream = container.streams.video[0]
-            expected = stream.frames or round((_declared_end(stream) or 0) * float(stream.average_rate or 0))
+            expected = stream.frames or round((declared_end(stream) or 0) * float(stream.average_rate or 0))
     except av.error.FFmpegError as err:
         raise VideoError(f"cannot open {video} as a video: {err}") from None
     stat = video.stat()
     return expected, {"video": str(video.absolute()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_size: int = 16,
+def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_size: int = 8,
                   save_crops: bool = False, resume: bool = False, progress: bool = True,
                   checkpoint_frames: int = 256) -> Path:
     """Detect faces in every frame of ``video`` and write the results to the ``.npz`` file ``output``.
@@ -284,37 +177,36 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
     checkpoint = _Checkpoint(output, identity, resume)
     done = checkpoint.frames_done
     bar = Progress(expected, initial=done, enabled=progress)
-    batches: queue.Queue = queue.Queue(maxsize=2)  # decoding runs at most two batches ahead
-    stop = threading.Event()
-    free: queue.Queue = queue.Queue()  # batch buffers the module is done with
-    decoder = threading.Thread(target=_decode, daemon=True, args=(video, batch_size, free, done, batches, stop))
-    decoder.start()
+    low, high = bundle.side_bounds
+    decoder = Decoder(str(video), batch_size, done, max_frame_bytes=3 * high * high)
+    threads = torch.get_num_threads()
+    if bundle.device.type == "cpu":  # the decoding process has a core of its own (2 cores: +15% frames/s, measured)
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) - 1) if hasattr(os, "sched_getaffinity")
+                              else max(1, (os.cpu_count() or 2) - 1))
     pending, pending_frames = [], 0
     try:
-        while True:
-            item = batches.get()
-            if isinstance(item, Exception):
-                raise item
-            if isinstance(item, _End):
+        for item in decoder:
+            if isinstance(item, End):
                 break
             height, width = item.frames.shape[2:]
-            low, high = bundle.side_bounds
             if not (low <= height <= high and low <= width <= high):
                 raise VideoError(f"{video}: frame {item.frame_index[0]} is {width}x{height}, outside the bundle's "
                                  f"{low}-{high} px a side; results for the frames before it are kept in "
                                  f"{checkpoint.folder}")
             pending.append(_run_batch(bundle, item, save_crops))
-            free.put(item.buffer)
+            decoder.release(item.slot)
             pending_frames += len(item.frame_index)
             bar.update(len(item.frame_index))
             if pending_frames >= checkpoint_frames:
                 checkpoint.add(pending)
                 pending, pending_frames = [], 0
+    except DecoderDied as err:
+        raise VideoError(f"{video}: {err}; results for the frames before it are kept in {checkpoint.folder}") from None
     finally:
-        stop.set()
         checkpoint.add(pending)  # results computed before an error or interrupt are kept
         bar.close()
-        decoder.join()
+        decoder.close()
+        torch.set_num_threads(threads)
     if item.count == 0:
         checkpoint.remove()
         raise VideoError(f"{video} contains no video frames")
