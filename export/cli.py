@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 
@@ -55,10 +56,41 @@ def _inspect(args: argparse.Namespace) -> None:
     bundle.inspect_from_args(args)
 
 
-def _run(args: argparse.Namespace) -> None:
-    from facecrop.runtime import cli as runtime_cli
+def _single_video(args: argparse.Namespace) -> bool:
+    """One video with ``-o results.npz``: the single-video run. Anything else is a dataset run."""
+    inputs = args.inputs
+    return (len(inputs) == 1 and inputs[0].is_file() and inputs[0].suffix.lower() != ".txt"
+            and args.output.suffix.lower() == ".npz" and not args.output.is_dir())
 
-    runtime_cli.run_from_args(args)
+
+def _run(args: argparse.Namespace) -> None:
+    if _single_video(args):
+        from facecrop.runtime import cli as runtime_cli
+
+        args.video = args.inputs[0]
+        runtime_cli.run_from_args(args)
+        return
+    if args.visualize is not None or args.resume:
+        raise UserError("--visualize and --resume are for one video with -o results.npz; a dataset run "
+                        "(-o FOLDER) always resumes, and overlays are made per video afterwards")
+    from facecrop import dataset
+
+    start = time.perf_counter()
+    if args.ray is not None:
+        from facecrop import distributed
+
+        rows, skipped = distributed.run_dataset(args.bundle, args.inputs, args.output, address=args.ray,
+                                                concurrency=args.concurrency, num_cpus=args.num_cpus,
+                                                num_gpus=args.num_gpus, batch_size=args.batch_size,
+                                                save_crops=args.save_crops, force=args.force)
+    else:
+        devices = args.devices or ([args.device] if args.device else None)
+        rows, skipped = dataset.run_local(args.bundle, args.inputs, args.output, devices=devices,
+                                          batch_size=args.batch_size, save_crops=args.save_crops, force=args.force)
+    print(dataset.summary(rows, skipped, time.perf_counter() - start), file=sys.stderr)
+    failed = sum(r["status"] == "failed" for r in rows)
+    if failed:
+        raise UserError(f"{failed} of {len(rows) + len(skipped)} videos failed; see {args.output / dataset.MANIFEST}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,15 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--device", default=None)
     inspect.set_defaults(func=_inspect)
 
-    run = sub.add_parser("run", help="run a bundle on a video")
+    run = sub.add_parser("run", help="run a bundle on a video, or on a dataset of videos")
     run.add_argument("bundle", type=Path)
-    run.add_argument("video", type=Path)
-    run.add_argument("-o", "--output", type=Path, required=True, help="results file (.npz)")
+    run.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
+                     help="videos, folders (searched recursively) or .txt files listing videos")
+    run.add_argument("-o", "--output", type=Path, required=True,
+                     help="results file (.npz) for one video, else the output folder of a dataset run")
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--device", default=None)
     run.add_argument("--save-crops", action="store_true", help="also save every face crop")
-    run.add_argument("--visualize", type=Path, default=None, metavar="FILE", help="write an overlay video")
-    run.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    run.add_argument("--visualize", type=Path, default=None, metavar="FILE", help="write an overlay video (one video)")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run (one video)")
+    run.add_argument("--force", action="store_true", help="dataset run: redo every video, even with another bundle")
+    run.add_argument("--devices", nargs="+", default=None, metavar="DEVICE",
+                     help="dataset run: one worker per device, e.g. cuda:0 cuda:1")
+    run.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                     help="dataset run on a Ray cluster (default: the one `ray start` made here)")
+    run.add_argument("--concurrency", type=int, default=1, help="--ray: number of actors")
+    run.add_argument("--num-cpus", type=float, default=1, help="--ray: CPUs per actor")
+    run.add_argument("--num-gpus", type=float, default=0, help="--ray: GPUs per actor")
     run.set_defaults(func=_run)
     return parser
 

@@ -1,0 +1,283 @@
+"""A dataset of videos: one results file per video, a manifest, resume and failures recorded.
+
+The work on each video is :func:`facecrop.runtime.process_video`, called by :func:`run_one`;
+this module adds the bookkeeping around it, shared by the single-machine run
+(:func:`run_local`) and the Ray run (:mod:`facecrop.distributed`):
+
+- ``collect_videos`` turns videos, folders (recursive, by extension) and text files listing
+  paths into a sorted list of distinct videos;
+- each video's results go to ``OUT_DIR/<its absolute path>.npz``, so two inputs never collide;
+- ``OUT_DIR/manifest.jsonl`` gets one line per finished or failed video (each appended with one
+  ``write``), with the bundle's SHA-256 and the settings; a rerun skips what is done, resumes
+  what was interrupted (``<output>.partial/``) and retries what failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from facecrop.runtime import Bundle, load_bundle, process_video
+from facecrop.runtime.video import StaleCheckpoint
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts",
+                            ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".y4m"})
+MANIFEST = "manifest.jsonl"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One video to process: where its results go, and whether a checkpoint of it exists."""
+
+    video: Path  # absolute
+    output: Path  # absolute, under the output folder
+
+
+def collect_videos(inputs: list[str | Path]) -> list[Path]:
+    """Absolute paths of the videos named by ``inputs``, sorted, each once.
+
+    An input is a video file (any extension), a folder (searched recursively for
+    :data:`VIDEO_SUFFIXES`) or a ``.txt`` file listing one path per line (``#`` comments;
+    relative paths are relative to the list). Raises ValueError for a missing input or a folder
+    without videos.
+    """
+    found: set[Path] = set()
+    for item in map(Path, inputs):
+        if item.is_dir():
+            videos = [p for p in item.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
+            if not videos:
+                raise ValueError(f"folder {item} holds no videos ({', '.join(sorted(VIDEO_SUFFIXES))})")
+            found.update(p.resolve() for p in videos)
+        elif item.is_file() and item.suffix.lower() == ".txt":
+            lines = [line.split("#", 1)[0].strip() for line in item.read_text().splitlines()]
+            listed = [item.parent / line for line in lines if line]
+            missing = [str(p) for p in listed if not p.is_file()]
+            if missing:
+                raise ValueError(f"{item} lists videos that do not exist: {', '.join(missing[:5])}")
+            found.update(p.resolve() for p in listed)
+        elif item.is_file():
+            found.add(item.resolve())
+        else:
+            raise ValueError(f"input {item} does not exist")
+    return sorted(found)
+
+
+def output_path(out_dir: Path, video: Path) -> Path:
+    """``OUT_DIR/<video's absolute path, anchor dropped>.npz``: distinct videos, distinct files."""
+    video = video.resolve()
+    return out_dir.resolve() / Path(*video.parts[1:]).with_name(video.name + ".npz")
+
+
+class Manifest:
+    """``OUT_DIR/manifest.jsonl``: one JSON line per video finished or failed, latest line wins."""
+
+    def __init__(self, out_dir: Path):
+        self.path = out_dir / MANIFEST
+        self.rows: list[dict] = []
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                try:
+                    self.rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass  # a line cut short by a crash: that video is simply redone
+        self._lock = threading.Lock()
+
+    def latest(self) -> dict[str, dict]:
+        return {row["video"]: row for row in self.rows}
+
+    def check_compatible(self, bundle_sha256: str, settings: dict) -> None:
+        """Refuse to mix results of another bundle or other settings into this folder."""
+        for row in self.rows:
+            if row["bundle_sha256"] != bundle_sha256 or row["settings"] != settings:
+                raise ValueError(
+                    f"{self.path} records results of bundle {row['bundle_sha256'][:12]} with settings "
+                    f"{row['settings']}; this run uses bundle {bundle_sha256[:12]} with {settings}. Pass --force "
+                    "to redo every video with this bundle, or write to another folder")
+
+    def append(self, row: dict) -> None:
+        """Add a row with one ``write`` to an ``O_APPEND`` file, so rows never interleave or half-appear."""
+        data = (json.dumps(row) + "\n").encode()
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.rows.append(row)
+
+
+def video_identity(video: Path) -> dict:
+    stat = video.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def plan(videos: list[Path], out_dir: Path, manifest: Manifest, bundle_sha256: str, settings: dict,
+         force: bool = False) -> tuple[list[Job], list[dict]]:
+    """Split ``videos`` into jobs to run and manifest rows of videos already done (skipped)."""
+    if not force:
+        manifest.check_compatible(bundle_sha256, settings)
+    latest = manifest.latest()
+    jobs, skipped = [], []
+    for video in videos:
+        job = Job(video, output_path(out_dir, video))
+        row = latest.get(str(video))
+        done = (not force and row is not None and row["status"] == "done" and job.output.is_file()
+                and row["identity"] == video_identity(video))
+        if done:
+            skipped.append(row)
+        else:
+            jobs.append(job)
+    return jobs, skipped
+
+
+def prepare_output(out_dir: Path) -> None:
+    """Create the output folder and prove it writable before any work starts."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".facecrop-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"cannot write to output folder {out_dir}: {err.strerror or err}") from None
+
+
+def run_one(bundle: Bundle, job: Job, save_crops: bool = False, batch_size: int = 8, force: bool = False,
+            on_frames=None) -> dict:
+    """Process one video into ``job.output``; its manifest row, ``status`` ``'done'`` or ``'failed'``.
+
+    Failures (a corrupt, truncated or unreadable video, or anything else going wrong in it) are
+    recorded with their reason rather than raised; frames before a damaged spot stay in
+    ``<output>.partial/``. The one code path of the single-machine and the Ray run.
+    """
+    import numpy as np
+
+    row = {"video": str(job.video), "output": str(job.output), "bundle_sha256": bundle.manifest["artifact"]["sha256"],
+           "settings": {"save_crops": bool(save_crops)}, "frames": 0, "faces": 0, "seconds": 0.0, "fps": 0.0, "error": None}
+    start = time.perf_counter()
+    try:
+        row["identity"] = video_identity(job.video)
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        partial = job.output.with_name(job.output.name + ".partial")
+        if force:
+            shutil.rmtree(partial, ignore_errors=True)
+        kwargs = dict(batch_size=batch_size, save_crops=save_crops, progress=False, on_frames=on_frames)
+        try:
+            process_video(bundle, job.video, job.output, resume=True, **kwargs)
+        except StaleCheckpoint:  # made from an earlier version of the file: start it again
+            shutil.rmtree(partial, ignore_errors=True)
+            process_video(bundle, job.video, job.output, **kwargs)
+        with np.load(job.output, allow_pickle=False) as results:
+            row["frames"], row["faces"] = len(results["frame_index"]), int(results["valid"].sum())
+        row["status"] = "done"
+    except Exception as err:  # noqa: BLE001 - a bad member of a dataset must not stop the others
+        row["status"], row["error"] = "failed", f"{type(err).__name__}: {err}"
+    row["seconds"] = round(time.perf_counter() - start, 3)
+    row["fps"] = round(row["frames"] / row["seconds"], 2) if row["seconds"] else 0.0
+    return row
+
+
+class DatasetProgress:
+    """One line on stderr: videos done/total (failed), frames/s over this run, ETA."""
+
+    def __init__(self, total: int, enabled: bool = True, stream=None):
+        self.total, self.enabled, self.stream = total, enabled, stream or sys.stderr
+        self.videos = self.failed = self.frames = 0
+        self.start = self.last_draw = time.perf_counter()
+        self._lock = threading.Lock()
+
+    def add_frames(self, n: int) -> None:
+        with self._lock:
+            self.frames += n
+            if time.perf_counter() - self.last_draw > 0.5:
+                self._draw()
+
+    def finished(self, row: dict) -> None:
+        with self._lock:
+            self.videos += 1
+            self.failed += row["status"] == "failed"
+            self._draw()
+
+    def _draw(self, end: str = "") -> None:
+        if not self.enabled:
+            return
+        self.last_draw = now = time.perf_counter()
+        elapsed = now - self.start
+        eta = elapsed / self.videos * (self.total - self.videos) if self.videos else float("nan")
+        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta == eta else "--:--:--"
+        filled = 30 * self.videos // max(self.total, 1)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.videos}/{self.total} videos"
+                          f"{f' ({self.failed} failed)' if self.failed else ''}  "
+                          f"{self.frames / max(elapsed, 1e-9):.1f} frames/s  ETA {eta_text}{end}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self._draw(end="\n")
+
+
+def summary(rows: list[dict], skipped: list[dict], seconds: float) -> str:
+    """A markdown table of the run, then every failure with its reason."""
+    done = [r for r in rows if r["status"] == "done"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    frames = sum(r["frames"] for r in done)
+    lines = ["| videos | done | skipped (already done) | failed | frames | seconds | frames/s | videos/min |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| {len(rows) + len(skipped)} | {len(done)} | {len(skipped)} | {len(failed)} | {frames} | {seconds:.1f} | "
+             f"{frames / max(seconds, 1e-9):.1f} | {60 * len(rows) / max(seconds, 1e-9):.1f} |"]
+    lines += [f"failed: {r['video']}: {r['error']}" for r in failed]
+    return "\n".join(lines)
+
+
+def run_local(bundle_path: str | Path, inputs: list[str | Path], out_dir: str | Path, devices: list[str] | None = None,
+              batch_size: int = 8, save_crops: bool = False, force: bool = False,
+              progress: bool = True) -> tuple[list[dict], list[dict]]:
+    """Run a bundle over a dataset on this machine, one worker (thread) per device.
+
+    Each worker loads and verifies the bundle on its device and takes videos from a shared list;
+    decoding happens in each video's own child process, so workers on several GPUs overlap.
+
+    Returns:
+        ``(rows, skipped)``: the manifest rows of this run (``status`` ``'done'``/``'failed'``)
+        and those of videos skipped as already done.
+    """
+    out_dir = Path(out_dir)
+    videos = collect_videos(inputs)
+    prepare_output(out_dir)
+    devices = list(devices or [None])
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"--devices lists a device twice: {devices}")
+    bundles = [load_bundle(bundle_path, device=device) for device in devices]
+    settings = {"save_crops": bool(save_crops)}  # the batch size changes no result, so it is not recorded
+    manifest = Manifest(out_dir)
+    jobs, skipped = plan(videos, out_dir, manifest, bundles[0].manifest["artifact"]["sha256"], settings, force)
+    bar = DatasetProgress(len(jobs), enabled=progress)
+    rows: list[dict] = []
+    queue = list(reversed(jobs))
+    lock = threading.Lock()
+
+    def work(bundle: Bundle) -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                job = queue.pop()
+            row = run_one(bundle, job, save_crops, batch_size, force, on_frames=bar.add_frames)
+            manifest.append(row)
+            with lock:
+                rows.append(row)
+            bar.finished(row)
+
+    workers = [threading.Thread(target=work, args=(bundle,), daemon=True) for bundle in bundles[1:]]
+    for worker in workers:
+        worker.start()
+    work(bundles[0])
+    for worker in workers:
+        worker.join()
+    bar.close()
+    return rows, skipped

@@ -1,0 +1,120 @@
+"""The dataset run on a Ray cluster, through Ray Data (the optional extra ``facecrop[cluster]``).
+
+Videos become a Ray Dataset of ``{video, output}`` rows. ``map_batches`` sends them, one at a
+time, through :class:`VideoWorker`, an actor class that loads and verifies the bundle once per
+actor and then calls :func:`facecrop.dataset.run_one`: the same per-video code as the
+single-machine run. Actors write each video's results to ``OUT_DIR`` (a path every node
+reaches) and return its manifest row; the driver appends the rows to ``OUT_DIR/manifest.jsonl``.
+
+Ray Data restarts an actor whose process dies and retries its video on it (``max_restarts`` and
+``max_task_retries`` are unlimited for actor pools). The retry resumes from the video's
+``.partial/`` checkpoint and the results file is written atomically, so every video ends up
+in the results exactly once. :mod:`facecrop.runtime` never imports Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+
+from facecrop.dataset import DatasetProgress, Job, Manifest, collect_videos, plan, prepare_output, run_one
+from facecrop.runtime import load_bundle
+from facecrop.runtime.bundle import read_manifest
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ValueError("--ray needs Ray Data: pip install 'facecrop[cluster]'") from None
+    return ray
+
+
+class VideoWorker:
+    """A Ray Data actor: loads and verifies the bundle once, then runs whole videos.
+
+    ``__call__`` takes a batch ``{"video": [...], "output": [...]}`` (paths as strings) and
+    returns ``{"row": [...]}``: each video's manifest row as JSON.
+    """
+
+    def __init__(self, bundle_path: str, save_crops: bool, batch_size: int, force: bool):
+        self.bundle = load_bundle(bundle_path)
+        self.save_crops, self.batch_size, self.force = save_crops, batch_size, force
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = [run_one(self.bundle, Job(Path(video), Path(output)), self.save_crops, self.batch_size, self.force)
+                for video, output in zip(batch["video"], batch["output"])]
+        return {"row": np.array([json.dumps(row) for row in rows], dtype=object)}
+
+
+def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail within seconds for a ``host:port`` nothing listens on (``ray.init`` would wait far longer)."""
+    if address in ("auto", "local") or address.startswith("ray://") or ":" not in address:
+        return
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot reach a Ray cluster at {address}: {err}") from None
+
+
+def connect(address: str | None) -> None:
+    """Join the Ray cluster at ``address`` (``'auto'``: the one ``ray start`` made on this machine).
+
+    With Ray already initialised (a test, or the caller's own ``ray.init``), that instance is used.
+    """
+    ray = _ray()
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except ConnectionError as err:
+        raise ValueError(f"cannot reach a Ray cluster at {address or 'auto'}: {err}") from None
+
+
+def run_dataset(bundle_path: str | Path, inputs: list[str | Path], out_dir: str | Path, address: str | None = None,
+                concurrency: int = 1, num_cpus: float = 1, num_gpus: float = 0, batch_size: int = 8,
+                save_crops: bool = False, force: bool = False, progress: bool = True) -> tuple[list[dict], list[dict]]:
+    """Run a bundle over a dataset on a Ray cluster; the same results and manifest as :func:`facecrop.dataset.run_local`.
+
+    Args:
+        bundle_path: the bundle folder, at a path every node reaches.
+        inputs: videos, folders or ``.txt`` lists (see :func:`facecrop.dataset.collect_videos`).
+        out_dir: the output folder, at a path every node reaches.
+        address: the cluster (``host:port``, ``ray://...`` or ``'auto'``); ``None`` starts a local one.
+        concurrency: number of actors; num_cpus, num_gpus: resources of each.
+
+    Returns:
+        ``(rows, skipped)`` as :func:`facecrop.dataset.run_local`.
+    """
+    ray = _ray()  # a missing extra or an unreachable cluster is refused before anything is written
+    if address and not ray.is_initialized():
+        _check_reachable(address)
+    out_dir = Path(out_dir)
+    videos = collect_videos(inputs)
+    prepare_output(out_dir)
+    bundle_path = Path(bundle_path).resolve()
+    sha256 = read_manifest(bundle_path)["artifact"]["sha256"]
+    manifest = Manifest(out_dir)
+    jobs, skipped = plan(videos, out_dir, manifest, sha256, {"save_crops": bool(save_crops)}, force)
+    rows: list[dict] = []
+    if not jobs:
+        return rows, skipped
+    connect(address)
+    items = [{"video": str(job.video), "output": str(job.output)} for job in jobs]
+    results = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        VideoWorker, batch_size=1, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus,
+        fn_constructor_kwargs={"bundle_path": str(bundle_path), "save_crops": bool(save_crops),
+                               "batch_size": batch_size, "force": force})
+    bar = DatasetProgress(len(jobs), enabled=progress)
+    for item in results.iter_rows():
+        row = json.loads(item["row"])
+        manifest.append(row)
+        rows.append(row)
+        bar.finished(row)
+    bar.close()
+    return rows, skipped
