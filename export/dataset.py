@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facecrop.runtime import Bundle, load_bundle, process_video
+from facecrop.runtime.decoder import Decoder
 from facecrop.runtime.video import StaleCheckpoint
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts",
@@ -149,12 +150,13 @@ def prepare_output(out_dir: Path) -> None:
 
 
 def run_one(bundle: Bundle, job: Job, save_crops: bool = False, batch_size: int = 8, force: bool = False,
-            on_frames=None) -> dict:
+            on_frames=None, decoder: Decoder | None = None) -> dict:
     """Process one video into ``job.output``; its manifest row, ``status`` ``'done'`` or ``'failed'``.
 
     Failures (a corrupt, truncated or unreadable video, or anything else going wrong in it) are
     recorded with their reason rather than raised; frames before a damaged spot stay in
-    ``<output>.partial/``. The one code path of the single-machine and the Ray run.
+    ``<output>.partial/``. The one code path of the single-machine and the Ray run. ``decoder``:
+    one :func:`prefetch` started for this job, or None.
     """
     import numpy as np
 
@@ -169,7 +171,7 @@ def run_one(bundle: Bundle, job: Job, save_crops: bool = False, batch_size: int 
             shutil.rmtree(partial, ignore_errors=True)
         kwargs = dict(batch_size=batch_size, save_crops=save_crops, progress=False, on_frames=on_frames)
         try:
-            process_video(bundle, job.video, job.output, resume=True, **kwargs)
+            process_video(bundle, job.video, job.output, resume=True, decoder=decoder, **kwargs)
         except StaleCheckpoint:  # made from an earlier version of the file: start it again
             shutil.rmtree(partial, ignore_errors=True)
             process_video(bundle, job.video, job.output, **kwargs)
@@ -178,9 +180,27 @@ def run_one(bundle: Bundle, job: Job, save_crops: bool = False, batch_size: int 
         row["status"] = "done"
     except Exception as err:  # noqa: BLE001 - a bad member of a dataset must not stop the others
         row["status"], row["error"] = "failed", f"{type(err).__name__}: {err}"
+    finally:
+        if decoder is not None:
+            decoder.close()  # when process_video failed before taking it over
     row["seconds"] = round(time.perf_counter() - start, 3)
     row["fps"] = round(row["frames"] / row["seconds"], 2) if row["seconds"] else 0.0
     return row
+
+
+def prefetch(bundle: Bundle, job: Job, batch_size: int, force: bool) -> Decoder | None:
+    """Start decoding ``job``'s video now, if it starts from frame 0 (no checkpoint to resume).
+
+    Started while the previous video runs, the child's start-up (Python, PyAV) and its first
+    batches overlap that video's compute instead of following it.
+    """
+    partial = job.output.with_name(job.output.name + ".partial")
+    if partial.exists() and not force:
+        return None
+    try:
+        return Decoder(str(job.video), batch_size, 0, 3 * bundle.side_bounds[1] ** 2)
+    except OSError:
+        return None  # process_video will try again and report what is wrong
 
 
 class DatasetProgress:
@@ -261,17 +281,21 @@ def run_local(bundle_path: str | Path, inputs: list[str | Path], out_dir: str | 
     queue = list(reversed(jobs))
     lock = threading.Lock()
 
+    def take() -> Job | None:
+        with lock:
+            return queue.pop() if queue else None
+
     def work(bundle: Bundle) -> None:
-        while True:
-            with lock:
-                if not queue:
-                    return
-                job = queue.pop()
-            row = run_one(bundle, job, save_crops, batch_size, force, on_frames=bar.add_frames)
+        job, decoder = take(), None
+        while job is not None:
+            following = take()  # this worker's next video, decoding while this one computes
+            ahead = prefetch(bundle, following, batch_size, force) if following else None
+            row = run_one(bundle, job, save_crops, batch_size, force, on_frames=bar.add_frames, decoder=decoder)
             manifest.append(row)
             with lock:
                 rows.append(row)
             bar.finished(row)
+            job, decoder = following, ahead
 
     workers = [threading.Thread(target=work, args=(bundle,), daemon=True) for bundle in bundles[1:]]
     for worker in workers:

@@ -75,6 +75,7 @@ class Decoder:
     """
 
     def __init__(self, video: str, batch_size: int, skip: int, max_frame_bytes: int):
+        self.args = (video, batch_size, skip, max_frame_bytes)
         self.capacity = batch_size * max_frame_bytes
         # memfd where the OS has it (Linux); elsewhere an unlinked temporary file does the same job.
         self.fds = [os.memfd_create("facecrop-frames") if hasattr(os, "memfd_create")
@@ -109,6 +110,9 @@ class Decoder:
             pass  # the child has sent everything and left (or died, which iterating reports)
 
     def close(self) -> None:
+        """Stop the child and free the slots (again: nothing)."""
+        if not self.fds:
+            return
         self.process.kill()
         self.process.wait()
         for stream in (self.process.stdin, self.process.stdout):
@@ -118,6 +122,7 @@ class Decoder:
                 pass
         for fd in self.fds:
             os.close(fd)
+        self.fds = []
 
 
 def _serve(video: str, batch_size: int, skip: int, max_frame_bytes: int, fds: list[int]) -> None:

@@ -151,7 +151,7 @@ def _video_info(video: Path) -> tuple[int, dict]:
 
 def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_size: int = 8,
                   save_crops: bool = False, resume: bool = False, progress: bool = True,
-                  checkpoint_frames: int = 256, on_frames=None) -> Path:
+                  checkpoint_frames: int = 256, on_frames=None, decoder: Decoder | None = None) -> Path:
     """Detect faces in every frame of ``video`` and write the results to the ``.npz`` file ``output``.
 
     Args:
@@ -164,6 +164,9 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
         progress: show a progress bar (frames/s) on stderr.
         checkpoint_frames: write a checkpoint chunk at least every this many frames.
         on_frames: called with the number of frames after each batch (a dataset's progress).
+        decoder: a :class:`~facecrop.runtime.decoder.Decoder` already started on this video, as a
+            dataset run starts the next video's while this one runs; it is used if its arguments
+            are those needed here, else replaced. Closed by the run (closing it again does nothing).
 
     Returns:
         ``output``. Raises :class:`VideoError` for an unreadable, empty, truncated or corrupt video;
@@ -185,7 +188,11 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
     done = checkpoint.frames_done
     bar = Progress(expected, initial=done, enabled=progress)
     low, high = bundle.side_bounds
-    decoder = Decoder(str(video), batch_size, done, max_frame_bytes=3 * high * high)
+    needed = (str(video), batch_size, done, 3 * high * high)
+    if decoder is None or decoder.args != needed:
+        if decoder is not None:
+            decoder.close()
+        decoder = Decoder(*needed)
     threads = torch.get_num_threads()
     if bundle.device.type == "cpu":  # one thread fewer: the decoding process gets a core of its own
         torch.set_num_threads(max(1, threads - 1))
