@@ -48,3 +48,22 @@ def test_smoke_run_writes_json_markdown_and_plot(tmp_path):
     assert report.splitlines()[0] in proc.stdout  # the table is printed
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("run-")]  # the work folder is removed
+
+
+def test_dataset_benchmark_runs(tmp_path):
+    """The folder-run benchmark end to end on two short videos (its figures are not asserted)."""
+    from facecrop import bundle as fb
+    from facecrop.pipeline import build_pipeline
+    from facecrop.pipeline_config import PipelineConfig
+
+    model = real_model("det_500m")
+    config = PipelineConfig(detector=str(model), crop="align")
+    bundle = fb.write_bundle(build_pipeline(config), config, backend="export", out_root=tmp_path / "b",
+                             source_models={"detector": model})
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "dataset_run.py"), "--bundle", str(bundle), "--videos", "2",
+                    "--frames", "8", "--repeats", "1", "--out", str(tmp_path / "out")], check=True, cwd=REPO,
+                   capture_output=True, text=True)
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["pipeline"] for r in rows] == ["shell loop", "folder run"] and all(r["fps"] > 0 for r in rows)
+    manifest = (tmp_path / "out" / "folder" / "manifest.jsonl").read_text().splitlines()
+    assert len(manifest) == 2 and all(json.loads(line)["status"] == "done" for line in manifest)

@@ -33,7 +33,7 @@ from facecrop.pipeline_config import PipelineConfig
 from facecrop.runtime import BundleError, VideoError, load_bundle, process_video
 from facecrop.runtime.bundle import sha256_file
 
-BANNED = ("onnx", "onnx2torch", "onnxruntime", "kornia", "torchvision", "insightface", "cv2", "tqdm", "skimage")
+BANNED = ("onnx", "onnx2torch", "onnxruntime", "kornia", "torchvision", "insightface", "cv2", "tqdm", "skimage", "ray")
 
 
 @pytest.fixture(scope="session")
