@@ -137,6 +137,19 @@ def test_other_bundle_or_settings_refused_unless_forced(local_run, bundle_path, 
     assert "imgs_crop" in npz(rows[-1]["output"])
 
 
+def test_manifest_of_another_bundle_refused(local_run, bundle_path, videos, tmp_path, capfd):
+    out, _ = local_run
+    other = tmp_path / "other"
+    other.mkdir()
+    rows = manifest_rows(out)
+    for row in rows:
+        row["bundle_sha256"] = "0" * 64  # as a folder filled by another bundle would record it
+    (other / dataset.MANIFEST).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["run", str(bundle_path), str(videos["good"][0]), "-o", str(other)]) == 1
+    assert "records results of bundle 000000000000" in capfd.readouterr().err
+    assert len(manifest_rows(other)) == len(rows)  # nothing was added or redone
+
+
 def test_bad_output_folder_and_inputs(bundle_path, videos, tmp_path, capfd):
     blocker = tmp_path / "file"
     blocker.write_text("")
