@@ -146,7 +146,7 @@ def profile(video: Path, args, batch: int = 8) -> list[tuple[str, float]]:
         rows.append(("decode (PyAV, H.264)", (time.perf_counter() - start) / batch * 1e3))
     buffer = np.zeros((batch, 3, raw[0].height, raw[0].width), np.uint8)  # reused by the runtime: touched
     start = time.perf_counter()
-    for i, frame in enumerate(raw):  # as facecrop.runtime.video._decode does
+    for i, frame in enumerate(raw):  # as facecrop.runtime.decoder's child does
         buffer[i] = frame.to_ndarray(format="rgb24").transpose(2, 0, 1)
     frames = torch.from_numpy(buffer)
     rows.append(("colour convert (swscale to RGB) into the planar batch", (time.perf_counter() - start) / batch * 1e3))

@@ -23,9 +23,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from facecrop.runtime import Bundle, load_bundle, process_video
 from facecrop.runtime.decoder import Decoder
-from facecrop.runtime.video import StaleCheckpoint
+from facecrop.runtime.video import StaleCheckpoint, checkpoint_folder
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts",
                             ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".y4m"})
@@ -34,7 +36,7 @@ MANIFEST = "manifest.jsonl"
 
 @dataclass(frozen=True)
 class Job:
-    """One video to process: where its results go, and whether a checkpoint of it exists."""
+    """One video to process and where its results go."""
 
     video: Path  # absolute
     output: Path  # absolute, under the output folder
@@ -115,6 +117,7 @@ class Manifest:
 
 
 def video_identity(video: Path) -> dict:
+    """What tells a changed file from the one a manifest row was made from."""
     stat = video.stat()
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
@@ -158,15 +161,13 @@ def run_one(bundle: Bundle, job: Job, save_crops: bool = False, batch_size: int 
     ``<output>.partial/``. The one code path of the single-machine and the Ray run. ``decoder``:
     one :func:`prefetch` started for this job, or None.
     """
-    import numpy as np
-
     row = {"video": str(job.video), "output": str(job.output), "bundle_sha256": bundle.manifest["artifact"]["sha256"],
            "settings": {"save_crops": bool(save_crops)}, "frames": 0, "faces": 0, "seconds": 0.0, "fps": 0.0, "error": None}
     start = time.perf_counter()
     try:
         row["identity"] = video_identity(job.video)
         job.output.parent.mkdir(parents=True, exist_ok=True)
-        partial = job.output.with_name(job.output.name + ".partial")
+        partial = checkpoint_folder(job.output)
         if force:
             shutil.rmtree(partial, ignore_errors=True)
         kwargs = dict(batch_size=batch_size, save_crops=save_crops, progress=False, on_frames=on_frames)
@@ -194,8 +195,7 @@ def prefetch(bundle: Bundle, job: Job, batch_size: int, force: bool) -> Decoder 
     Started while the previous video runs, the child's start-up (Python, PyAV) and its first
     batches overlap that video's compute instead of following it.
     """
-    partial = job.output.with_name(job.output.name + ".partial")
-    if partial.exists() and not force:
+    if checkpoint_folder(job.output).exists() and not force:
         return None
     try:
         return Decoder(str(job.video), batch_size, 0, 3 * bundle.side_bounds[1] ** 2)

@@ -47,11 +47,16 @@ def _run_batch(bundle: Bundle, batch: Batch, save_crops: bool) -> dict[str, np.n
     return result
 
 
+def checkpoint_folder(output: Path) -> Path:
+    """``<output>.partial/``, where an unfinished run of ``output`` keeps its results."""
+    return output.with_name(output.name + ".partial")
+
+
 class _Checkpoint:
     """``<output>.partial/``: chunk_NNNNNN.npz files plus meta.json listing the complete ones."""
 
     def __init__(self, output: Path, identity: dict, resume: bool):
-        self.folder = output.with_name(output.name + ".partial")
+        self.folder = checkpoint_folder(output)
         self.meta_path = self.folder / "meta.json"
         if self.meta_path.is_file():
             if not resume:
