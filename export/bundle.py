@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from facecrop import __version__
+from facecrop.convert import ConvertedNet
 from facecrop.pipeline_config import PipelineConfig
 from facecrop.runtime.bundle import (FORMAT_VERSION, MANIFEST, MAX_SIDE, MIN_SIDE, BundleError, compare_outputs,
                                      load_bundle, read_manifest, sha256_file)
@@ -240,7 +241,11 @@ def write_bundle(module: torch.nn.Module, config: PipelineConfig, *, backend: st
     try:
         start = time.perf_counter()
         artifact = build / BACKENDS[backend]
-        compiled = module.half() if dtype == "fp16" and backend != "tensorrt" else module
+        compiled = module
+        if dtype == "fp16" and backend != "tensorrt":
+            for net in module.modules():  # the nets only: coordinates and crops stay float32
+                if isinstance(net, ConvertedNet):
+                    net.half()
         # An example batch of 1 would make torch.export specialise the batch to 1.
         example = next((f for f in cases if len(f) >= 2), torch.cat([cases[0], cases[0]]))
         _save_artifact(compiled, example.to(device), backend, dtype, artifact)

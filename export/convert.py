@@ -283,8 +283,12 @@ class ConvertedNet(nn.Module):
         self.output_names = output_names
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.net(x)
-        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+        # An fp16 bundle halves the nets only (see facecrop.bundle): the input follows the weights and
+        # the outputs return to float32, so that anchor decoding, NMS and the crop geometry stay float32.
+        dtype = next(self.net.parameters()).dtype
+        out = self.net(x.to(dtype))
+        out = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+        return tuple(o.float() for o in out)
 
     def extra_repr(self) -> str:
         return f"output_names={self.output_names}"
