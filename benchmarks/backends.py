@@ -139,7 +139,7 @@ def make_runner(backend: str, case: Case, workdir: Path) -> Runner:
 def _eager(case: Case, start: float) -> TorchRunner:
     """The eager Medusa-compatible modules: ``AlignCropModel``, or its pipeline with landmarks."""
     from facecrop import AlignCropModel, SCRFDetector
-    from facecrop.eager import run_eager
+    from facecrop.detect.base import run_eager
     from facecrop.pipeline import build_pipeline
 
     detector = SCRFDetector(case.detector, det_size=tuple(case.det_size), max_faces=case.max_faces, device=case.device)

@@ -133,10 +133,10 @@ def profile(video: Path, args, batch: int = 8) -> list[tuple[str, float]]:
     import numpy as np
     import torch
 
-    from facecrop.detection import decode_scrfd, preprocess, select_faces
+    from facecrop.detect.core import decode_scrfd, preprocess, select_faces
     from facecrop.pipeline import build_pipeline, cut_crops
     from facecrop.pipeline_config import PipelineConfig
-    from facecrop.resize import letterbox
+    from facecrop.detect.letterbox import letterbox
     from facecrop.zoo import resolve_model
 
     rows = []

@@ -59,12 +59,12 @@ def make_cases(model_dir: Path, out: Path, device: str, names) -> tuple[dict, li
         if name == "det_2.5g":
             landmarks = model_dir / "2d106det.onnx"
             if not landmarks.is_file():
-                from tests.standins import build_landmark_onnx
+                from facecrop.testing import build_landmark_onnx
 
                 (out / "models").mkdir(exist_ok=True)
                 landmarks = build_landmark_onnx(out / "models" / "2d106det_standin.onnx", "2d106det")
                 notes.append("2d106det weights are absent here: the landmark rows use a stand-in network with the "
-                             "official input/output contract (tests/standins.py), so their landmark cost is not the real net's")
+                             "official input/output contract (facecrop.testing), so their landmark cost is not the real net's")
         label = f"{name}@224 + " + ("2d106det + " if landmarks else "") + f"align{CROP_SIZE}"
         cases[label] = Case(str(detector), str(landmarks) if landmarks else None, DET_SIZE, CROP_SIZE,
                             MAX_FACES, device)

@@ -17,7 +17,7 @@ Models: the detector ``det_500m`` and the landmark models ``2d106det`` and
 ``1k3d68`` are looked up in ``--model-dir``, else ``$FACECROP_MODEL_DIR`` (see
 ``facecrop.zoo``). The detector is required (``facecrop models fetch
 buffalo_sc`` downloads it). A missing landmark model is replaced by a stand-in
-network with random weights (the test suite's builder, ``tests/standins.py``):
+network with random weights (the test suite's builder, ``facecrop.testing``):
 the pipeline then runs exactly as with the real one, but its points are not
 real landmarks, and every picture that depends on them says so in a red strip.
 
@@ -74,12 +74,8 @@ def find_models(model_dir: Path | None, standin_dir: Path) -> tuple[Path, dict[s
 
 def build_standin(name: str, folder: Path) -> Path:
     """A stand-in landmark ONNX file with the official model's input/output contract."""
-    # The builder lives with the tests; it is imported from the repository checkout.
-    sys.path.insert(0, str(REPO / "tests"))
-    try:
-        from standins import build_landmark_onnx
-    finally:
-        sys.path.remove(str(REPO / "tests"))
+    from facecrop.testing import build_landmark_onnx
+
     return build_landmark_onnx(folder / f"{name}.onnx", kind=name)
 
 
@@ -254,7 +250,7 @@ def step_video_landmarks(outputs, detector, landmark_path, standin) -> dict:
 def save_preview(outputs: Outputs, name: str, videos: list[Path], standin: bool, per_video: int,
                  scale: float = 0.5) -> Path:
     """A picture of ``per_video`` evenly spaced frames of each video (one row each), read back from the files."""
-    from facecrop.data import VideoLoader
+    from facecrop.io import VideoLoader
     from facecrop.draw import save_grid
 
     rows, picked = [], []

@@ -6,26 +6,18 @@ imported lazily so that ``import facecrop.runtime`` pulls in only torch, numpy
 and PyAV.
 """
 
-from importlib import import_module
+from facecrop._lazy import lazy_names
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "SCRFDetector": "facecrop.detector",
-    "RetinafaceLandmarkModel": "facecrop.landmarker",
-    "BboxCropModel": "facecrop.crop_models",
-    "AlignCropModel": "facecrop.crop_models",
-    "TEMPLATE": "facecrop.crops",
-    "BatchResults": "facecrop.results",
-    "VideoLoader": "facecrop.data",
+__getattr__, __all__ = lazy_names(__name__, {
+    "SCRFDetector": "facecrop.detect.scrfd",
+    "RetinafaceLandmarkModel": "facecrop.landmark.retinaface",
+    "BboxCropModel": "facecrop.crop.bbox_crop",
+    "AlignCropModel": "facecrop.crop.align_crop",
+    "TEMPLATE": "facecrop.crop.core",
+    "BatchResults": "facecrop.containers.results",
+    "VideoLoader": "facecrop.io",
     "get_example_image": "facecrop.data",
     "get_example_video": "facecrop.data",
-}
-
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'facecrop' has no attribute {name!r}")
+})

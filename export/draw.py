@@ -1,7 +1,7 @@
 """Drawing faces onto frames and writing pictures and videos.
 
 A thin layer over :mod:`torchvision.utils` (boxes, keypoints, grids) and PyAV
-(video encoding), used by :meth:`facecrop.results.BatchResults.visualize` and
+(video encoding), used by :meth:`facecrop.containers.results.BatchResults.visualize` and
 the examples.
 
 Conventions:

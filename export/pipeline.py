@@ -19,10 +19,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from facecrop.crops import TEMPLATE, align_crop_matrix, bbox_crop_matrix
-from facecrop.detection import SCRFDHead, as_uint8
+from facecrop.crop.core import TEMPLATE, align_crop_matrix, bbox_crop_matrix
+from facecrop.detect.core import SCRFDHead, as_uint8
 from facecrop.geometry import warp_crops
-from facecrop.landmarks import LandmarkHead
+from facecrop.landmark.core import LandmarkHead
 from facecrop.pipeline_config import PipelineConfig
 from facecrop.runtime.bundle import MAX_SIDE, MIN_SIDE
 
@@ -60,7 +60,7 @@ def cut_crops(frames: torch.Tensor, crop_mat: torch.Tensor, valid: torch.Tensor,
     Every slot is sampled: a static ``B x K`` loop compiles into one fused kernel, while sampling
     only the valid faces (a data-dependent count) compiles into several unfused ones that were
     2x slower in total at 3.5 faces of 8 slots (measured, 720p). The landmark net, whose cost per
-    face dwarfs a crop's, does run on the valid faces only (:class:`facecrop.landmarks.LandmarkHead`).
+    face dwarfs a crop's, does run on the valid faces only (:class:`facecrop.landmark.core.LandmarkHead`).
     """
     crops = warp_crops(frames, crop_mat, (size, size))  # [B, K, 3, S, S]
     crops = crops * valid[..., None, None, None].to(crops.dtype)

@@ -10,7 +10,7 @@ import torch
 
 from conftest import DETECTORS, real_model
 from facecrop.convert import convert_onnx
-from facecrop.detection import SCRFDHead
+from facecrop.detect.core import SCRFDHead
 
 # The fixed-640 zoo export only runs at its own size; the others run at any size.
 SIZES = {"det_500m": (224, 224), "det_2.5g": (256, 320), "scrfd_500m_bnkps_640": (640, 640)}

@@ -18,7 +18,7 @@ import torch
 from benchmarks.photos import astronaut_rgb
 from conftest import real_model
 from facecrop import TEMPLATE, AlignCropModel, SCRFDetector
-from facecrop.crops import align_crop_matrix
+from facecrop.crop.core import align_crop_matrix
 from facecrop.geometry import invert_affine, transform_points
 from facecrop.pipeline import cut_crops
 

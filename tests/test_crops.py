@@ -16,8 +16,8 @@ from insightface.utils import face_align
 from skimage import data
 from skimage.transform import SimilarityTransform, estimate_transform, warp
 
-from facecrop import crops
-from facecrop.crops import TEMPLATE, align_crop_matrix, bbox_crop_matrix
+from facecrop.crop import core as crops
+from facecrop.crop.core import TEMPLATE, align_crop_matrix, bbox_crop_matrix
 from facecrop.geometry import warp_crops
 
 DET_500M = Path("/work/shared/models/det_500m.onnx")

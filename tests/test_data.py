@@ -15,12 +15,13 @@ import torch
 
 from conftest import real_model
 from facecrop.data import (
-    VideoLoader,
     example_image_ground_truth,
     example_video_ground_truth,
     get_example_image,
     get_example_video,
 )
+
+from facecrop.io import VideoLoader
 
 N_FRAMES = 120
 

@@ -13,7 +13,7 @@ from benchmarks.detector_parity import compare, match
 from benchmarks.photos import parity_images
 from conftest import real_model
 from facecrop import SCRFDetector
-from facecrop.detection import select_faces
+from facecrop.detect.core import select_faces
 
 IMAGES = parity_images()
 
@@ -31,7 +31,7 @@ def test_same_faces_as_insightface(detector_and_path, image):
     The remaining differences come from two places: onnxruntime and torch sum
     convolutions in different orders (~1e-6), and our emulation of OpenCV's
     fixed-point resize, which is off by one grey level on ~0.3% of pixels
-    (facecrop.resize). NMS uses torchvision's IoU (no "+1" on areas, as Medusa);
+    (facecrop.detect.letterbox). NMS uses torchvision's IoU (no "+1" on areas, as Medusa);
     InsightFace's "+1" could only change which of two nearly-equal overlapping
     boxes survives, which none of these images trigger.
     """

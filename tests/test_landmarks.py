@@ -1,7 +1,7 @@
 """Landmark models: conversion vs onnxruntime, parity with InsightFace's Landmark.get, export.
 
 The real 2d106det / 1k3d68 weights are not on these machines: stand-ins with
-the official contract and graph style (tests/standins.py) are built per test.
+the official contract and graph style (facecrop.testing) are built per test.
 Real-weight tests run when the real files are in the model dir (SHA-256
 checked) and skip otherwise — the only skip allowed in CI.
 """
@@ -16,8 +16,8 @@ import torch
 from benchmarks.photos import astronaut_rgb, t1_rgb
 from conftest import model_dir, real_model
 from facecrop import RetinafaceLandmarkModel, SCRFDetector
-from facecrop.landmarks import LandmarkHead
-from standins import build_landmark_onnx
+from facecrop.landmark.core import LandmarkHead
+from facecrop.testing import build_landmark_onnx
 
 KINDS = ("2d106det", "1k3d68")
 

@@ -10,7 +10,7 @@ from conftest import real_model
 from facecrop import AlignCropModel, BboxCropModel, RetinafaceLandmarkModel, SCRFDetector
 from facecrop.pipeline import FacePipeline, build_pipeline
 from facecrop.pipeline_config import PipelineConfig
-from standins import build_landmark_onnx
+from facecrop.testing import build_landmark_onnx
 
 # Four frames of one size with 6, 4, 1 and 0 faces.
 _T1 = t1_rgb()[:720, :1280]

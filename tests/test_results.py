@@ -12,10 +12,12 @@ import torch
 from PIL import Image
 
 from conftest import real_model
-from facecrop.crops import TEMPLATE, align_crop_matrix
-from facecrop.data import VideoLoader, example_image_ground_truth, example_video_ground_truth, get_example_image, get_example_video
+from facecrop.crop.core import TEMPLATE, align_crop_matrix
+from facecrop.data import example_image_ground_truth, example_video_ground_truth, get_example_image, get_example_video
+from facecrop.io import VideoLoader
 from facecrop.draw import FACE_COLORS
-from facecrop.results import BatchResults, filter_faces, sort_faces
+from facecrop.containers import BatchResults
+from facecrop.tracking import filter_faces, sort_faces
 
 
 @pytest.fixture(scope="module", autouse=True)

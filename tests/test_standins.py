@@ -18,7 +18,7 @@ from onnx import numpy_helper
 from onnx2torch import convert
 from skimage import data
 
-from standins import INPUT_SIZE, KINDS, build_landmark_onnx
+from facecrop.testing import INPUT_SIZE, KINDS, build_landmark_onnx
 
 DET_500M = Path("/work/shared/models/det_500m.onnx")
 VARIANTS = [(kind, reshape) for kind in KINDS for reshape in ("reshape", "flatten")]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from facecrop.convert import ConvertedNet, convert_onnx, load_onnx
-from facecrop.resize import letterbox
+from facecrop.detect.letterbox import letterbox
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def as_uint8(frames: torch.Tensor) -> torch.Tensor:
 
 
 def preprocess(frames: torch.Tensor, det_size: tuple[int, int], config: SCRFDConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Letterbox (at the frames' own size, see :func:`facecrop.resize.letterbox`) and normalise.
+    """Letterbox (at the frames' own size, see :func:`facecrop.detect.letterbox.letterbox`) and normalise.
 
     Args:
         frames: RGB ``[B, 3, H, W]``, uint8 or float in 0-255; H and W may be symbolic.

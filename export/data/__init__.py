@@ -26,16 +26,15 @@ import os
 import tempfile
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 from PIL import Image
 
 from facecrop.draw import save_image, write_video
 from facecrop.geometry import transform_points, warp_crops
+from facecrop.io import VideoLoader
 
 __all__ = [
-    "VideoLoader",
     "example_image_ground_truth",
     "example_video_ground_truth",
     "get_example_image",
@@ -374,70 +373,3 @@ def get_example_video(
         frames = torch.stack([_composite(layers, m, _VIDEO_SIZE)[0] for m in _video_path_mats(n_frames)])
         write_video(path, frames, fps=_VIDEO_FPS)
     return VideoLoader(path, **kwargs) if return_videoloader else path
-
-
-class VideoLoader:
-    """Iterate over a video file in batches of RGB frames (decoded with PyAV).
-
-    Args:
-        path: video file.
-        batch_size: frames per batch (the last batch may be smaller).
-        device: device of the returned batches.
-
-    Attributes:
-        fps: frame rate (frames per second).
-        n_frames: number of frames.
-        height, width: frame size in pixels.
-
-    Each iteration opens the file afresh and yields uint8 tensors of shape
-    (B, 3, H, W); ``len()`` is the number of batches.
-
-    Example:
-        >>> loader = VideoLoader(get_example_video(n_frames=8), batch_size=3)
-        >>> [b.shape[0] for b in loader], loader.fps
-        ([3, 3, 2], 24.0)
-    """
-
-    def __init__(self, path: str | os.PathLike, batch_size: int = 32, device: str | torch.device = "cpu"):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"no video file at {self.path}")
-        self.batch_size = batch_size
-        self.device = torch.device(device)
-        with av.open(str(self.path)) as container:
-            stream = container.streams.video[0]
-            self.fps = float(stream.average_rate)
-            self.height, self.width = stream.codec_context.height, stream.codec_context.width
-            # The container's count is absent (0) for some formats; then count by decoding.
-            self.n_frames = stream.frames or sum(1 for _ in container.decode(stream))
-
-    def __len__(self) -> int:
-        return math.ceil(self.n_frames / self.batch_size)
-
-    def __iter__(self):
-        with av.open(str(self.path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            batch = []
-            for frame in container.decode(stream):
-                batch.append(frame.to_ndarray(format="rgb24"))
-                if len(batch) == self.batch_size:
-                    yield self._to_tensor(batch)
-                    batch = []
-            if batch:
-                yield self._to_tensor(batch)
-
-    def _to_tensor(self, frames: list[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous().to(self.device)
-
-    def get_metadata(self) -> dict:
-        """Medusa's metadata dict: ``img_size`` (W, H), ``n_img`` and ``fps``."""
-        return {"img_size": (self.width, self.height), "n_img": self.n_frames, "fps": self.fps}
-
-    def __repr__(self) -> str:
-        return (
-            f"VideoLoader({str(self.path)!r}, batch_size={self.batch_size}, device='{self.device}', "
-            f"n_frames={self.n_frames}, fps={self.fps:g}, size={self.width}x{self.height})"
-        )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from facecrop.detector import SCRFDetector
-from facecrop.eager import as_detector, run_eager
-from facecrop.landmarks import LandmarkHead
+from facecrop.detect.scrfd import SCRFDetector
+from facecrop.detect.base import as_detector, run_eager
+from facecrop.landmark.core import LandmarkHead
 from facecrop.pipeline import FacePipeline
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from facecrop.detector import SCRFDetector, concat_outputs, ragged
-from facecrop.images import to_batches
+from facecrop.detect.scrfd import SCRFDetector, concat_outputs, ragged
+from facecrop.io import to_batches
 from facecrop.pipeline import FacePipeline
 
 

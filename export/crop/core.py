@@ -13,7 +13,7 @@ import torch
 
 from facecrop.geometry import estimate_similarity
 
-__all__ = ["TEMPLATE", "align_crop_matrix", "bbox_crop_matrix"]
+__all__ = ["TEMPLATE", "align_crop_matrix", "bbox_crop_matrix", "square_side"]
 
 #: ArcFace 5-point template in 112x112 crop space, shape (5, 2): left eye, right eye,
 #: nose tip, left mouth corner, right mouth corner, (x, y) pixels. float32 like
@@ -34,7 +34,7 @@ _DECA_EXTENT = 1.1
 _DECA_SCALE = 1.25
 
 
-def _square_side(output_size: int | tuple[int, int]) -> int:
+def square_side(output_size: int | tuple[int, int]) -> int:
     size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
     if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
         raise ValueError(f"output_size must be a positive int or (h, w) of ints, got {output_size!r}")
@@ -87,7 +87,7 @@ def align_crop_matrix(
         True
     """
     _check_landmarks(kps, "kps", count=5)
-    side = _square_side(output_size)
+    side = square_side(output_size)
     dtype = torch.promote_types(kps.dtype, torch.float32) if kps.is_floating_point() else torch.float32
     template = TEMPLATE if template is None else template
     template = template.to(device=kps.device, dtype=dtype) * (side / 112.0)  # [5, 2]
@@ -129,7 +129,7 @@ def bbox_crop_matrix(
                 [   0.0000,    2.0273, -172.3182]])
     """
     _check_landmarks(lms, "lms")
-    side_out = _square_side(output_size)
+    side_out = square_side(output_size)
     if not lms.is_floating_point():
         lms = lms.to(torch.float32)
     left, top = lms.amin(-2).unbind(-1)  # [...], [...]

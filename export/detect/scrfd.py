@@ -7,8 +7,8 @@ import warnings
 import torch
 from torch import nn
 
-from facecrop.detection import SCRFDHead
-from facecrop.images import to_batches
+from facecrop.detect.core import SCRFDHead
+from facecrop.io import to_batches
 
 
 def ragged(padded: dict[str, torch.Tensor], keys: tuple[str, ...]) -> dict[str, torch.Tensor]:

@@ -4,8 +4,8 @@
 outputs of the detector, landmark or crop models (dicts of per-detection
 tensors plus ``n_img``) are added batch by batch, with ``img_idx`` offset by
 the number of frames seen before; faces are then given a stable ``face_idx``
-across frames by greedy nearest-landmark matching (:func:`sort_faces`), rare
-faces are dropped (:func:`filter_faces`), and the result is drawn as a picture
+across frames by greedy nearest-landmark matching (:func:`facecrop.tracking.sort_faces`), rare
+faces are dropped (:func:`facecrop.tracking.filter_faces`), and the result is drawn as a picture
 grid or a video.
 
 Conventions: every per-detection tensor has the detections on its first axis
@@ -23,99 +23,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facecrop.data import VideoLoader
+from facecrop.io import VideoLoader
 from facecrop.draw import draw_faces, face_color, save_grid, write_video
 from facecrop.geometry import transform_points, warp_crops
+from facecrop.tracking import filter_faces, sort_faces
 
-__all__ = ["BatchResults", "sort_faces", "filter_faces"]
+__all__ = ["BatchResults"]
 
 _META = ("n_img", "device")
-
-
-def sort_faces(lms: torch.Tensor, img_idx: torch.Tensor, dist_threshold: float = 250) -> torch.Tensor:
-    """Give each detection a face identity that is stable across frames (Medusa's tracker).
-
-    Frames are visited in order of ``img_idx``. The first frame with detections
-    starts one tracked face per detection. In each later frame, the detections
-    are taken from the one closest to any tracked face to the farthest; each is
-    given its nearest still-unclaimed tracked face if the Euclidean distance
-    between the flattened landmarks is below ``dist_threshold``, else it starts a
-    new face. Matched faces' landmarks are replaced by the new detection's;
-    unmatched tracked faces keep their last landmarks (so a face that leaves and
-    comes back near where it left keeps its identity).
-
-    Being greedy and position-only, this swaps identities when a face is missed
-    while another one is nearer to its last position than to its own (e.g. two
-    faces crossing with detections missing at the crossing).
-
-    Args:
-        lms: landmarks (or any points) of shape (N, L, C).
-        img_idx: frame index of each detection, shape (N,), integer.
-        dist_threshold: distance in pixels (over all L*C coordinates together) at
-            or above which a detection is a new face.
-
-    Returns:
-        face ids of shape (N,), int64, numbered 0, 1, ... in order of appearance.
-
-    Example:
-        >>> lms = torch.tensor([[[0.0, 0.0]], [[500.0, 0.0]], [[490.0, 5.0]], [[10.0, 5.0]]])
-        >>> sort_faces(lms, torch.tensor([0, 0, 1, 1]))
-        tensor([0, 1, 1, 0])
-    """
-    if lms.ndim < 2 or lms.shape[0] != img_idx.shape[0]:
-        raise ValueError(
-            f"lms must have shape (N, ...) with N = len(img_idx) = {img_idx.shape[0]}, got {tuple(lms.shape)}"
-        )
-    face_idx = torch.zeros_like(img_idx, dtype=torch.int64)
-    flat = lms.reshape(lms.shape[0], -1).float()  # [N, L*C]
-    tracker = None  # [n_faces, L*C], last landmarks of every face seen so far
-    # Rows of each frame, frames in increasing order (one sort, not one scan per frame).
-    order = torch.argsort(img_idx, stable=True)
-    counts = torch.unique_consecutive(img_idx[order], return_counts=True)[1]
-    for det in torch.split(order, counts.tolist()):
-        lms_img = flat[det]  # [n_det, L*C]
-        if tracker is None:
-            face_idx[det] = torch.arange(len(det), device=face_idx.device)
-            tracker = lms_img.clone()
-            continue
-        dists = torch.cdist(lms_img, tracker)  # [n_det, n_faces]
-        assigned = torch.full((len(det),), -1, dtype=torch.int64, device=face_idx.device)
-        free = torch.ones(tracker.shape[0], dtype=torch.bool, device=dists.device)
-        # Best-matching detections claim their face first.
-        for i_det in dists.min(dim=1).values.argsort().tolist():
-            if not free.any():
-                break
-            d = dists[i_det].masked_fill(~free, float("inf"))
-            min_dist, min_face = d.min(dim=0)
-            if min_dist < dist_threshold:
-                assigned[i_det] = min_face
-                free[min_face] = False
-        matched = assigned >= 0
-        tracker[assigned[matched]] = lms_img[matched]
-        n_new = int((~matched).sum())
-        assigned[~matched] = tracker.shape[0] + torch.arange(n_new, device=assigned.device)
-        tracker = torch.cat([tracker, lms_img[~matched]])
-        face_idx[det] = assigned
-    return face_idx
-
-
-def filter_faces(face_idx: torch.Tensor, n_img: int, present_threshold: float = 0.1) -> torch.Tensor:
-    """Which detections belong to faces present in at least ``present_threshold`` of the frames.
-
-    Args:
-        face_idx: face id of each detection, shape (N,).
-        n_img: number of frames.
-        present_threshold: minimum fraction of frames (detections of the face / n_img).
-
-    Returns:
-        a bool mask of shape (N,).
-
-    Example:
-        >>> filter_faces(torch.tensor([0, 0, 0, 1]), n_img=10, present_threshold=0.2)
-        tensor([ True,  True,  True, False])
-    """
-    _, inverse, counts = face_idx.unique(return_inverse=True, return_counts=True)
-    return (counts.float() / max(n_img, 1) >= present_threshold)[inverse]
 
 
 class BatchResults:
