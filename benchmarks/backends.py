@@ -142,7 +142,7 @@ def _eager(case: Case, start: float) -> TorchRunner:
     from facecrop.detect.base import run_eager
     from facecrop.pipeline import build_pipeline
 
-    detector = SCRFDetector(case.detector, det_size=tuple(case.det_size), max_faces=case.max_faces, device=case.device)
+    detector = SCRFDetector(model_path=case.detector, det_size=tuple(case.det_size), max_faces=case.max_faces, device=case.device)
     if case.landmarks is None:
         model = AlignCropModel(output_size=(case.crop_size, case.crop_size), detector=detector)
         note = "AlignCropModel"

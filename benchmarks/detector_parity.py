@@ -47,7 +47,7 @@ def compare(model_path: Path, rgb: np.ndarray, det_size, detector=None) -> dict:
 
     from facecrop import SCRFDetector
 
-    detector = detector or SCRFDetector(str(model_path), det_size=det_size)
+    detector = detector or SCRFDetector(model_path=str(model_path), det_size=det_size)
     ref_boxes, ref_scores, ref_kps = insightface_detect(model_path, rgb, det_size)
     out = detector(torch.from_numpy(rgb).permute(2, 0, 1))
     boxes, scores, kps = out["bbox"].numpy(), out["conf"].numpy(), out["lms"].numpy()
@@ -76,7 +76,7 @@ def main() -> None:
     print(f"{'model':<10} {'image':<18} {'ref':>4} {'ours':>4} {'matched':>7} {'box px':>7} {'kps px':>7} {'score':>8}")
     for name in ("det_500m", "det_2.5g"):
         path = args.model_dir / f"{name}.onnx"
-        detector = SCRFDetector(str(path), det_size=det_size)
+        detector = SCRFDetector(model_path=str(path), det_size=det_size)
         for image, rgb in parity_images().items():
             r = compare(path, rgb, det_size, detector)
             print(f"{name:<10} {image:<18} {r['reference']:>4} {r['ours']:>4} {r['matched']:>7} "

@@ -37,7 +37,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-REPO = Path(__file__).resolve().parents[1]
 # At 96 frames the second face moves about 16 px per frame, slowly enough for Medusa's
 # tracker; at 48 frames (32 px) it swaps the two faces' identities where they cross.
 N_FRAMES = 96
@@ -368,7 +367,7 @@ def step_aligned_crop(outputs, img, detector) -> dict:
     dist = float((points[0] - template).norm(dim=-1).mean())
     print(f"[9] aligned crop {tuple(out['imgs_crop'].shape)}: the 5 points lie {dist:.1f} px (mean) "
           "from the template")
-    drawn = draw_faces(out["imgs_crop"][0], lms=points[:1], template=template)
+    drawn = draw_faces(to_uint8(out["imgs_crop"][0]), lms=points[:1], template=template)  # float crops, as Medusa's
     text = "9. aligned crop: template (blue) and the detector's 5 points moved into the crop (green)"
     outputs.picture("09_aligned_crop_template.png", drawn, text, standin=False)
     return {"template_mean_dist_px": dist}
@@ -416,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in standins:
             print(f"NOTE: {name} not found, using a stand-in: {STANDIN_LABEL} "
                   "(the pictures that use it carry this label in red)")
-        detector = SCRFDetector(str(detector_path))
+        detector = SCRFDetector(model_path=str(detector_path), det_size=(224, 224))
         img = get_example_image(dtype=torch.uint8)  # [1, 3, 512, 512], the astronaut photo
         outputs = Outputs(args.out_dir)
         standin_106 = "2d106det" in standins

@@ -73,69 +73,170 @@ def to_batches(imgs, device: str | torch.device = "cpu") -> list[torch.Tensor]:
     return [torch.cat(group).to(device) for group in batches]
 
 
+#: DataLoader options Medusa's ``VideoLoader`` passes on to torch's ``DataLoader``; decoding here is one
+#: sequential PyAV reader, so they are accepted and have nothing to tune.
+_DATALOADER_OPTIONS = {"num_workers", "pin_memory", "prefetch_factor", "persistent_workers", "shuffle", "drop_last"}
+DATASET_TYPES = ("iterable", "map", "subset")
+
+
 class VideoLoader:
-    """Iterate over a video file in batches of RGB frames (decoded with PyAV).
+    """Iterate over a video file in batches of RGB frames (Medusa's ``medusa.io.VideoLoader``).
 
     Args:
-        path: video file.
+        video_path: video file.
+        dataset_type: ``'iterable'`` or ``'map'`` (every frame, in order) or ``'subset'`` (only the
+            frames listed in ``frames``, in order; the video is decoded up to the last of them).
         batch_size: frames per batch (the last batch may be smaller).
         device: device of the returned batches.
+        frames: frame indices for ``dataset_type='subset'``.
+        **kwargs: torch ``DataLoader`` options Medusa accepts (``num_workers``, ``pin_memory``, ...);
+            accepted, with nothing to tune here.
 
     Attributes:
-        fps: frame rate (frames per second).
-        n_frames: number of frames.
+        fps: frame rate (frames per second, float). n_frames: frames in the video.
         height, width: frame size in pixels.
 
-    Each iteration opens the file afresh and yields uint8 tensors of shape
-    (B, 3, H, W); ``len()`` is the number of batches.
+    Each iteration opens the file afresh and yields float32 tensors ``(B, 3, H, W)``, 0-255 RGB;
+    ``len()`` is the number of batches.
 
     Example:
         >>> from facecrop.data import get_example_video
         >>> loader = VideoLoader(get_example_video(n_frames=8), batch_size=3)
-        >>> [b.shape[0] for b in loader], loader.fps
-        ([3, 3, 2], 24.0)
+        >>> [b.shape[0] for b in loader], loader.get_metadata()["fps"]
+        ([3, 3, 2], 24)
     """
 
-    def __init__(self, path: str | os.PathLike, batch_size: int = 32, device: str | torch.device = "cpu"):
+    def __init__(self, video_path: str | os.PathLike, dataset_type: str = "iterable", batch_size: int = 32,
+                 device: str | torch.device = "cpu", frames=None, **kwargs):
+        if dataset_type not in DATASET_TYPES:
+            raise ValueError(f"dataset_type must be one of {DATASET_TYPES}, got {dataset_type!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        self.path = Path(path)
+        unknown = set(kwargs) - _DATALOADER_OPTIONS
+        if unknown:
+            raise TypeError(f"VideoLoader got unexpected keyword arguments {sorted(unknown)}")
+        self.path = Path(video_path)
         if not self.path.is_file():
             raise FileNotFoundError(f"no video file at {self.path}")
-        self.batch_size = batch_size
-        self.device = torch.device(device)
+        self.dataset_type, self.batch_size, self.device = dataset_type, batch_size, device
         with av.open(str(self.path)) as container:
             stream = container.streams.video[0]
             self.fps = float(stream.average_rate)
             self.height, self.width = stream.codec_context.height, stream.codec_context.width
             # The container's count is absent (0) for some formats; then count by decoding.
             self.n_frames = stream.frames or sum(1 for _ in container.decode(stream))
+        self.frames = self._check_frames(frames)
+        self._metadata = {"img_size": (self.width, self.height), "n_img": self.n_frames, "fps": round(self.fps)}
+
+    def _check_frames(self, frames) -> list[int] | None:
+        if self.dataset_type != "subset":
+            if frames is not None:
+                raise ValueError(f"frames= selects a subset: pass dataset_type='subset' (got {self.dataset_type!r})")
+            return None
+        if frames is None or len(frames) == 0:
+            raise ValueError("dataset_type='subset' needs frames=, a non-empty list of frame indices")
+        frames = [int(f) for f in frames]
+        outside = [f for f in frames if not 0 <= f < self.n_frames]
+        if outside:
+            raise ValueError(f"frames {outside} are outside the video's {self.n_frames} frames (0-{self.n_frames - 1})")
+        return sorted(set(frames))
 
     def __len__(self) -> int:
-        return math.ceil(self.n_frames / self.batch_size)
+        return math.ceil(len(self.frames if self.frames is not None else range(self.n_frames)) / self.batch_size)
 
     def __iter__(self):
+        wanted = set(self.frames) if self.frames is not None else None
+        last = max(wanted) if wanted else None
         with av.open(str(self.path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             batch = []
-            for frame in container.decode(stream):
+            for index, frame in enumerate(container.decode(stream)):
+                if wanted is not None and index not in wanted:
+                    continue
                 batch.append(frame.to_ndarray(format="rgb24"))
                 if len(batch) == self.batch_size:
                     yield self._to_tensor(batch)
                     batch = []
+                if index == last:
+                    break
             if batch:
                 yield self._to_tensor(batch)
 
     def _to_tensor(self, frames: list[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous().to(self.device)
+        return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).to(self.device, torch.float32)
 
     def get_metadata(self) -> dict:
-        """Medusa's metadata dict: ``img_size`` (W, H), ``n_img`` and ``fps``."""
-        return {"img_size": (self.width, self.height), "n_img": self.n_frames, "fps": self.fps}
+        """Medusa's metadata: ``img_size`` (W, H), ``n_img`` (frames) and ``fps`` (int)."""
+        return dict(self._metadata)
+
+    def close(self) -> None:
+        """Medusa's loader closes its reader; each iteration here opens and closes its own."""
 
     def __repr__(self) -> str:
         return (
-            f"VideoLoader({str(self.path)!r}, batch_size={self.batch_size}, device='{self.device}', "
-            f"n_frames={self.n_frames}, fps={self.fps:g}, size={self.width}x{self.height})"
+            f"VideoLoader({str(self.path)!r}, dataset_type={self.dataset_type!r}, batch_size={self.batch_size}, "
+            f"device='{self.device}', n_frames={self.n_frames}, fps={self.fps:g}, size={self.width}x{self.height})"
         )
+
+
+class VideoWriter:
+    """Write RGB frames to a video file with PyAV (Medusa's ``medusa.io.VideoWriter``).
+
+    Args:
+        path: output file (its extension picks the container, e.g. ``.mp4``).
+        fps: frame rate (rounded to an int, as Medusa's).
+        codec: FFmpeg encoder, e.g. ``'libx264'`` or ``'mpeg4'``.
+        pix_fmt: pixel format the encoder gets (``'yuv420p'`` needs even sizes).
+        size: ``(width, height)``; default: the first frames' size.
+
+    :meth:`write` takes one frame or a batch: ``(3, H, W)``, ``(B, 3, H, W)``, ``(H, W, 3)`` or
+    ``(B, H, W, 3)``, tensor or array, 0-255. The video is written under a temporary name and
+    renamed into place by :meth:`close`, so an interrupted run never leaves a truncated file there.
+
+    Example:
+        >>> writer = VideoWriter("/tmp/facecrop-doctest.mp4", fps=24)
+        >>> writer.write(torch.zeros(2, 3, 64, 64)); writer.close()
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, codec: str = "libx264", pix_fmt: str = "yuv420p",
+                 size: tuple[int, int] | None = None):
+        self.path = Path(path)
+        self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self._container = av.open(str(self._tmp), mode="w")
+        self._stream = self._container.add_stream(codec, int(round(fps)))
+        self._stream.pix_fmt = pix_fmt
+        self.size = tuple(size) if size is not None else None
+        if self.size is not None:
+            self._stream.width, self._stream.height = self.size
+
+    def write(self, imgs) -> None:
+        """Append one frame or a batch of frames (see the class docstring for the layouts)."""
+        if isinstance(imgs, torch.Tensor):
+            imgs = imgs.detach().cpu().numpy()
+        imgs = np.asarray(imgs)
+        if imgs.ndim == 3:
+            imgs = imgs[None]
+        if imgs.ndim != 4 or 3 not in (imgs.shape[1], imgs.shape[3]):
+            raise ValueError(f"frames must be (B, 3, H, W) or (B, H, W, 3) RGB, got shape {imgs.shape}")
+        if imgs.shape[1] == 3 and imgs.shape[3] != 3:
+            imgs = imgs.transpose(0, 2, 3, 1)
+        imgs = np.ascontiguousarray(np.clip(np.round(imgs), 0, 255).astype(np.uint8))
+        height, width = imgs.shape[1:3]
+        if self.size is None:
+            self.size = (width, height)
+            self._stream.width, self._stream.height = self.size
+        if (width, height) != self.size:
+            raise ValueError(f"frames of {width}x{height} cannot join a {self.size[0]}x{self.size[1]} video")
+        for img in imgs:
+            self._container.mux(self._stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+
+    def close(self) -> None:
+        """Flush the encoder and move the finished file into place (nothing written: an error, no file)."""
+        if self.size is None:
+            self._container.close()
+            self._tmp.unlink(missing_ok=True)
+            raise ValueError(f"no frames were written to {self.path}")
+        self._container.mux(self._stream.encode())
+        self._container.close()
+        os.replace(self._tmp, self.path)

@@ -77,6 +77,7 @@ class FacePipeline(nn.Module):
             ``template``) or ``'bbox'`` (DECA box from the landmarks; needs ``landmarks``).
         crop_size: side of the square crops (default 112 for align, 224 for bbox).
         template: ``[5, 2]`` aligned-crop template in 112x112 space.
+        box_scale: DECA's ``(scale, scale_orig)`` enlargements of the landmark extent (box crop).
 
     ``forward(frames)`` returns a tuple in the order of ``output_names`` (what
     exported programs carry); :meth:`forward_dict` returns the same as a dict.
@@ -89,6 +90,7 @@ class FacePipeline(nn.Module):
         crop: str = "none",
         crop_size: Optional[int] = None,
         template: torch.Tensor = TEMPLATE,
+        box_scale: tuple[float, float] = (1.25, 1.1),
     ):
         super().__init__()
         if crop not in CROP_KINDS:
@@ -102,14 +104,20 @@ class FacePipeline(nn.Module):
         self.landmarks = landmarks
         self.crop = crop
         self.crop_size = int(crop_size or DEFAULT_CROP_SIZE.get(crop, 0))
+        self.box_scale = (float(box_scale[0]), float(box_scale[1]))
         self.register_buffer("align_template", template, persistent=False)
         names = ["valid", "conf", "bbox", "lms"]
         if crop != "none":
             names += ["crop_mat", "imgs_crop"]
         self.output_names = tuple(names)
 
-    def forward_dict(self, frames: torch.Tensor, trim: bool = False) -> dict[str, torch.Tensor]:
-        """Run the pipeline; ``trim=True`` (eager only) skips padding columns, see :func:`trim_faces`."""
+    def forward_dict(self, frames: torch.Tensor, trim: bool = False,
+                     landmark_crops: bool = False) -> dict[str, torch.Tensor]:
+        """Run the pipeline; ``trim=True`` (eager only) skips padding columns, see :func:`trim_faces`.
+
+        ``landmark_crops=True`` (eager only) adds the landmark net's 192x192 input crops and their
+        matrices as ``lms_imgs_crop [B, K, 3, S, S]`` (uint8) and ``lms_crop_mat [B, K, 3, 3]``.
+        """
         check_frame_batch(frames)
         frames = as_uint8(frames)  # InsightFace's numbers come from uint8 frames
         faces = self.detector(frames)
@@ -118,12 +126,15 @@ class FacePipeline(nn.Module):
         valid = faces["valid"]
         out = {"valid": valid, "conf": faces["conf"], "bbox": faces["bbox"], "lms": faces["lms"],
                "overflow": faces["overflow"]}
-        if self.landmarks is not None:
+        if self.landmarks is not None and landmark_crops:
+            out["lms"], out["lms_imgs_crop"], out["lms_crop_mat"] = self.landmarks(
+                frames, faces["bbox"], valid, return_crops=True)
+        elif self.landmarks is not None:
             out["lms"] = self.landmarks(frames, faces["bbox"], valid)
         if self.crop == "align":
             crop_mat, ok = align_crop_matrix(faces["lms"], self.crop_size, self.align_template)
         elif self.crop == "bbox":
-            out["bbox"], crop_mat = bbox_crop_matrix(out["lms"], self.crop_size)
+            out["bbox"], crop_mat = bbox_crop_matrix(out["lms"], self.crop_size, *self.box_scale)
             ok = torch.ones_like(valid)
         if self.crop != "none":
             valid = valid & ok

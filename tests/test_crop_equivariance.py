@@ -43,7 +43,7 @@ def _place(img: np.ndarray, T: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def model():
-    detector = SCRFDetector(str(real_model("det_500m")), det_size=(640, 640))
+    detector = SCRFDetector(model_path=str(real_model("det_500m")), det_size=(640, 640))
     return AlignCropModel(output_size=(112, 112), detector=detector)
 
 

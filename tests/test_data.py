@@ -48,6 +48,17 @@ def scrfd():
     return detect
 
 
+@pytest.mark.parametrize("n_faces", [0, 1, 2, 3, 4, 5])
+def test_example_video_has_that_many_faces_in_every_frame(n_faces, scrfd):
+    loader = get_example_video(n_faces, return_videoloader=True, n_frames=5, batch_size=5)
+    assert (loader.n_frames, loader.height, loader.width) == (5, 512, 512)
+    frames = next(iter(loader))
+    assert [len(scrfd(frame)[0]) for frame in frames] == [n_faces] * 5
+    assert not torch.equal(frames[0], frames[2])  # the camera moves
+    with pytest.raises(ValueError, match="n_faces"):
+        get_example_video(6)
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -101,18 +112,43 @@ def test_example_video_file_and_loader(cache_dir):
     assert (loader.n_frames, loader.fps, loader.height, loader.width, len(loader)) == (10, 24.0, 384, 480, 3)
     batches = list(loader)
     assert [b.shape for b in batches] == [(4, 3, 384, 480)] * 2 + [(2, 3, 384, 480)]
-    assert all(b.dtype == torch.uint8 for b in batches)
-    assert loader.get_metadata() == {"img_size": (480, 384), "n_img": 10, "fps": 24.0}
+    assert all(b.dtype == torch.float32 for b in batches)  # Medusa's loader yields float32, 0-255
+    assert all(torch.equal(b, b.round()) and 0 <= b.min() and b.max() <= 255 for b in batches)
+    assert loader.get_metadata() == loader._metadata == {"img_size": (480, 384), "n_img": 10, "fps": 24}
+    assert isinstance(loader.get_metadata()["fps"], int)
     # iterating again starts from the first frame
     assert torch.equal(next(iter(loader)), batches[0])
     assert not list(cache_dir.rglob(".*")), "temporary files left in the cache"
 
 
+def test_video_loader_dataset_types_and_subset():
+    path = get_example_video(n_frames=10)
+    every = torch.cat(list(VideoLoader(path, batch_size=4)))
+    mapped = VideoLoader(path, dataset_type="map", batch_size=4, num_workers=0, pin_memory=False)
+    assert torch.equal(torch.cat(list(mapped)), every)
+    subset = VideoLoader(path, dataset_type="subset", batch_size=2, frames=[7, 1, 4])
+    assert len(subset) == 2
+    assert torch.equal(torch.cat(list(subset)), every[[1, 4, 7]])  # in video order
+    subset.close()
+    assert torch.equal(torch.cat(list(subset)), every[[1, 4, 7]])  # close() loses nothing
+
+
 def test_video_loader_rejects_bad_arguments(tmp_path):
     with pytest.raises(FileNotFoundError):
         VideoLoader(tmp_path / "missing.mp4")
+    path = get_example_video(n_frames=10)
     with pytest.raises(ValueError, match="batch_size"):
-        VideoLoader(get_example_video(n_frames=10), batch_size=0)
+        VideoLoader(path, batch_size=0)
+    with pytest.raises(ValueError, match="dataset_type"):
+        VideoLoader(path, dataset_type="stream")
+    with pytest.raises(ValueError, match=r"frames \[10\] are outside the video's 10 frames"):
+        VideoLoader(path, dataset_type="subset", frames=[3, 10])
+    with pytest.raises(ValueError, match="needs frames="):
+        VideoLoader(path, dataset_type="subset")
+    with pytest.raises(ValueError, match="dataset_type='subset'"):
+        VideoLoader(path, frames=[1])
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        VideoLoader(path, colour="rgb")
     with pytest.raises(ValueError, match="n_frames"):
         get_example_video(n_frames=1)
 
@@ -146,7 +182,7 @@ def test_video_ground_truth_describes_the_motion():
 def test_video_frames_show_the_ground_truth(scrfd):
     """The decoded frames hold the faces where the ground truth puts them (real detector)."""
     gt = example_video_ground_truth(N_FRAMES)
-    frames = torch.cat(list(get_example_video(N_FRAMES, return_videoloader=True, batch_size=32)))
+    frames = torch.cat(list(get_example_video(n_frames=N_FRAMES, return_videoloader=True, batch_size=32)))
     assert frames.shape == (N_FRAMES, 3, 384, 480)
     errors, checked = [], 0
     for i in range(0, N_FRAMES, 2):

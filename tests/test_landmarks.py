@@ -24,7 +24,7 @@ KINDS = ("2d106det", "1k3d68")
 
 @pytest.fixture(scope="module")
 def detector():
-    return SCRFDetector(str(real_model("det_500m")))
+    return SCRFDetector(model_path=str(real_model("det_500m")), det_size=(224, 224))
 
 
 @pytest.fixture(scope="module", params=[(k, r) for k in KINDS for r in ("reshape", "flatten")], ids=str)

@@ -159,13 +159,42 @@ def test_filter_faces_drops_rare_faces_and_renumbers():
 
 def test_sort_faces_needs_data():
     results = BatchResults(**_batch([0], n_img=1))
-    with pytest.raises(ValueError, match="v"):
+    with pytest.warns(UserWarning, match="no 'v' to sort faces on"):  # Medusa warns and returns
         results.sort_faces(attr="v")
+    assert getattr(results, "face_idx", None) is None
     with pytest.raises(ValueError, match="sort_faces"):
         results.filter_faces()
     results.sort_faces()
     with pytest.raises(ValueError, match="already"):
         results.sort_faces()
+
+
+def test_batches_are_lists_until_concat_and_none_is_skipped():
+    """Medusa's semantics: per-batch lists, None for a batch without faces, concat(n_max), imgs per frame."""
+    results = BatchResults()
+    results.add(**_batch([0, 0, 1], n_img=2))
+    results.add(n_img=3, conf=None, lms=None, img_idx=None)  # a batch without faces
+    results.add(**_batch([1], n_img=2))
+    results.add(imgs=torch.zeros(7, 3, 4, 4))
+    assert isinstance(results.lms, list) and len(results.lms) == 3 and results.lms[1] is None
+    results.concat()
+    assert results.img_idx.tolist() == [0, 0, 1, 6] and results.n_img == 7
+    assert results.lms.shape[0] == 4 and results.imgs.shape[0] == 7  # frames are not detections
+    results.sort_faces()
+    results.filter_faces(present_threshold=0.0)
+    assert results.imgs.shape[0] == 7 and results.face_idx.shape == (4,)
+
+    empty = BatchResults()
+    empty.add(n_img=4, conf=None, lms=None)
+    empty.concat()
+    assert empty.conf is None and empty.lms is None and empty.n_img == 4
+    with pytest.warns(UserWarning, match="no detections"):
+        empty.sort_faces()
+
+    capped = BatchResults()
+    capped.add(**_batch([0, 1, 1], n_img=2))
+    capped.concat(n_max=2)
+    assert capped.img_idx.tolist() == [0, 1] and capped.lms.shape[0] == 2
 
 
 # ---------------------------------------------------------------- runtime files
@@ -332,7 +361,7 @@ def _insightface_detector():
 def _facecrop_detector():
     from facecrop import SCRFDetector
 
-    return SCRFDetector(str(real_model("det_500m")))
+    return SCRFDetector(model_path=str(real_model("det_500m")), det_size=(224, 224))
 
 
 DETECTORS = [
@@ -345,7 +374,7 @@ def _track(make_detector, n_frames):
     """Detect every frame, track with Medusa's defaults, and label each detection with its true face."""
     detect = make_detector()
     results = BatchResults()
-    for batch in get_example_video(n_frames, return_videoloader=True, batch_size=16):
+    for batch in get_example_video(n_frames=n_frames, return_videoloader=True, batch_size=16):
         results.add(**detect(batch))
     results.sort_faces(attr="lms", dist_threshold=250)
     gt = example_video_ground_truth(n_frames)

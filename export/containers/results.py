@@ -17,6 +17,7 @@ Conventions: every per-detection tensor has the detections on its first axis
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,57 +44,69 @@ class BatchResults:
             ``img_idx``, ``imgs_crop``, ``crop_mat``, ...), so that
             ``BatchResults(**out)`` holds one batch's output.
 
-    Attributes are the concatenated tensors (``results.lms``, ``results.img_idx``,
-    ...), ``n_img`` (frames seen) and, after :meth:`sort_faces`, ``face_idx``.
-    :meth:`add` queues a batch; :meth:`concat` (called by every method that needs
-    the data) appends the queued batches to the attributes.
+    Attributes hold, as in Medusa, a list of per-batch tensors (``None`` where a batch had
+    nothing) after :meth:`add`, and one tensor after :meth:`concat`; ``n_img`` counts frames
+    and, after :meth:`sort_faces`, ``face_idx`` gives each detection its face. ``imgs`` (added
+    by ``crop_faces_video(save_imgs=True)``) holds frames, one row per image, not per detection.
+    The methods that need the data call :meth:`concat` themselves.
 
     Example:
         >>> out = {"conf": torch.ones(2), "lms": torch.zeros(2, 5, 2), "img_idx": torch.tensor([0, 1]), "n_img": 2}
         >>> results = BatchResults()
-        >>> results.add(**out); results.add(**out)
+        >>> results.add(**out); results.add(**out); results.add(n_img=3, conf=None)  # a batch without faces
+        >>> len(results.conf)
+        3
         >>> results.concat()
         >>> results.img_idx, results.n_img
-        (tensor([0, 1, 2, 3]), 4)
+        (tensor([0, 1, 2, 3]), 7)
     """
 
     def __init__(self, n_img: int = 0, device: str | torch.device = "cpu", **kwargs):
-        self.device = torch.device(device)
+        self.device = device
         self.n_img = 0
-        self._pending: dict[str, list[torch.Tensor]] = {}
         if kwargs:
             self.add(n_img=n_img, **kwargs)
             self.concat()
         else:
             self.n_img = int(n_img)
 
-    def add(self, n_img: int | None = None, **kwargs) -> None:
-        """Queue one batch's per-detection tensors; ``img_idx`` is offset by the frames seen so far.
+    def add(self, **kwargs) -> None:
+        """Append one batch's outputs; ``img_idx`` is offset by the frames seen before this batch.
 
         Args:
-            n_img: frames in this batch (required when ``img_idx`` is given).
-            **kwargs: per-detection tensors, all with the same first dimension.
+            **kwargs: ``n_img`` (frames in this batch; required with ``img_idx``) and per-detection
+                tensors (or ``None``, skipped by :meth:`concat`), e.g. ``results.add(**model(batch))``.
         """
-        if "img_idx" in kwargs and n_img is None:
+        n_img = kwargs.pop("n_img", None)
+        if kwargs.get("img_idx") is not None and n_img is None:
             raise ValueError("add() needs n_img (the batch's frame count) to offset img_idx")
         for key, value in kwargs.items():
             if key.startswith("_") or key in _META:
                 raise ValueError(f"{key!r} cannot be added as per-detection data")
-            if not isinstance(value, torch.Tensor):
-                raise TypeError(f"{key} must be a torch.Tensor, got {type(value).__name__}")
-            if key == "img_idx":
+            if value is not None and not isinstance(value, torch.Tensor):
+                raise TypeError(f"{key} must be a torch.Tensor or None, got {type(value).__name__}")
+            if key == "img_idx" and value is not None:
                 # e.g. [0, 0, 1] -> [32, 32, 33] for the second batch of 32 frames
                 value = value.long() + self.n_img
-            self._pending.setdefault(key, []).append(value.detach().to(self.device))
+            existing = getattr(self, key, None)
+            parts = [] if existing is None else [existing] if isinstance(existing, torch.Tensor) else existing
+            parts.append(None if value is None else value.detach().to(self.device))
+            setattr(self, key, parts)
         if n_img is not None:
             self.n_img += int(n_img)
 
-    def concat(self) -> None:
-        """Append all queued batches to the attributes (a no-op when nothing is queued)."""
-        for key, parts in self._pending.items():
-            existing = getattr(self, key, None)
-            setattr(self, key, torch.cat(([existing] if existing is not None else []) + parts))
-        self._pending = {}
+    def concat(self, n_max: int | None = None) -> None:
+        """Turn each attribute's list of batches into one tensor (``None`` if all were ``None``).
+
+        Args:
+            n_max: keep only the first ``n_max`` rows of each attribute.
+        """
+        for key, value in list(vars(self).items()):
+            if key.startswith("_") or not isinstance(value, list):
+                continue
+            parts = [v for v in value if v is not None]
+            data = torch.cat(parts) if parts else None
+            setattr(self, key, data[:n_max] if data is not None and n_max is not None else data)
         self._check_lengths()
 
     def _check_lengths(self) -> None:
@@ -102,14 +115,19 @@ class BatchResults:
             raise ValueError(f"per-detection tensors disagree on the number of detections: {lengths}")
 
     def _tensors(self) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, torch.Tensor)}
+        """The per-detection tensors (``imgs`` holds frames, not detections)."""
+        return {k: v for k, v in vars(self).items()
+                if not k.startswith("_") and k != "imgs" and isinstance(v, torch.Tensor)}
 
     def sort_faces(self, attr: str = "lms", dist_threshold: float = 250) -> None:
         """Set ``face_idx`` (N,) with :func:`sort_faces` on attribute ``attr`` (e.g. ``'lms'``)."""
         self.concat()
         data = getattr(self, attr, None)
+        if data is None:  # Medusa warns and carries on: a video without faces has nothing to sort
+            warnings.warn(f"no {attr!r} to sort faces on: were there no detections?", stacklevel=2)
+            return
         if not isinstance(data, torch.Tensor):
-            raise ValueError(f"cannot sort faces on {attr!r}: no such per-detection tensor (have {sorted(self._tensors())})")
+            raise ValueError(f"cannot sort faces on {attr!r}: not a per-detection tensor")
         if getattr(self, "img_idx", None) is None:
             raise ValueError("cannot sort faces without img_idx")
         if getattr(self, "face_idx", None) is not None:
@@ -167,6 +185,7 @@ class BatchResults:
         imgs: torch.Tensor | VideoLoader | str | os.PathLike,
         video: bool = False,
         show_cropped: bool = False,
+        face_id: int | None = None,
         fps: float = 24,
         crop_size: tuple[int, int] = (224, 224),
         template: torch.Tensor | None = None,
@@ -188,6 +207,7 @@ class BatchResults:
                 path of the video or picture.
             video: write an MP4 (one frame per input frame) instead of a grid.
             show_cropped: draw in crop space (needs ``crop_mat``).
+            face_id: with ``show_cropped``, draw this face only, to ``f_out`` itself.
             fps: video frame rate.
             crop_size: crop ``(h, w)`` for ``show_cropped``.
             template: points of shape (P, 2) in crop pixels (e.g. the alignment
@@ -206,7 +226,9 @@ class BatchResults:
             if getattr(self, "crop_mat", None) is None:
                 raise ValueError("show_cropped=True needs crop_mat (results of a crop model)")
             face_idx = self._face_idx()
-            ids = face_idx.unique().tolist()
+            ids = face_idx.unique().tolist() if face_id is None else [int(face_id)]
+            if face_id is not None and int(face_id) not in face_idx.tolist():
+                raise ValueError(f"face_id {face_id} is not among the faces {face_idx.unique().tolist()}")
             paths = []
             for face_id in ids:
                 path = f_out.with_name(f"{f_out.stem}_face-{face_id + 1}{f_out.suffix}") if len(ids) > 1 else f_out

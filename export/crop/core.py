@@ -95,7 +95,8 @@ def align_crop_matrix(
 
 
 def bbox_crop_matrix(
-    lms: torch.Tensor, output_size: int | tuple[int, int] = 224
+    lms: torch.Tensor, output_size: int | tuple[int, int] = 224, scale: float = _DECA_SCALE,
+    scale_orig: float = _DECA_EXTENT,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Square box and crop matrix of the DECA/EMOCA box crop around landmarks.
 
@@ -114,6 +115,8 @@ def bbox_crop_matrix(
     Args:
         lms: landmarks of shape (..., L, 2), (x, y) image pixels.
         output_size: side ``S`` of the square crop, an int or a square ``(h, w)``.
+        scale, scale_orig: DECA's enlargements of the landmark extent (Medusa's ``scale`` and
+            ``scale_orig``): the side is the mean extent times ``scale_orig * scale``.
 
     Returns:
         - square_box: boxes (x1, y1, x2, y2) of shape (..., 4), ``x1 < x2``, ``y1 < y2``.
@@ -134,7 +137,7 @@ def bbox_crop_matrix(
         lms = lms.to(torch.float32)
     left, top = lms.amin(-2).unbind(-1)  # [...], [...]
     right, bottom = lms.amax(-2).unbind(-1)  # [...], [...]
-    size = ((right - left) + (bottom - top)) / 2 * _DECA_EXTENT * _DECA_SCALE
+    size = ((right - left) + (bottom - top)) / 2 * scale_orig * scale
     size = size.clamp_min(1.0)
     cx = right - (right - left) / 2
     cy = bottom - (bottom - top) / 2

@@ -344,18 +344,38 @@ def example_video_ground_truth(n_frames: int = DEFAULT_N_FRAMES) -> dict[str, to
     return {"mat": mats.float(), "bbox": faces["bbox"], "lms": faces["lms"], "visible": visible}
 
 
-def get_example_video(
-    n_frames: int = DEFAULT_N_FRAMES, return_videoloader: bool = False, **kwargs
-) -> Path | VideoLoader:
-    """The example video (480x384, 24 fps), made on first use and cached.
+def _camera_move(img: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """``n_frames`` uint8 frames (T, 3, H, W) of ``img`` (3, H, W) seen by a camera that zooms in
+    by up to 6% and sways by a few pixels; the border it uncovers is the background grey."""
+    height, width = img.shape[1:]
+    frames = []
+    for u in torch.linspace(0, 1, n_frames, dtype=torch.float64).tolist():
+        scale = 0.94 + 0.06 * math.sin(math.pi * u)
+        shift = (6.0 * math.sin(2 * math.pi * u), 4.0 * math.sin(2 * math.pi * u))
+        mat = torch.tensor([[scale, 0.0, (1 - scale) * (width - 1) / 2 + shift[0]],
+                            [0.0, scale, (1 - scale) * (height - 1) / 2 + shift[1]],
+                            [0.0, 0.0, 1.0]], dtype=torch.float64)  # image -> frame
+        inside = warp_crops(torch.ones(1, 1, height, width, dtype=torch.float64), mat[None, None], (height, width))
+        frame = warp_crops(img[None].double(), mat[None, None], (height, width))[0, 0]
+        frames.append(frame + _BACKGROUND * (1 - inside[0, 0]))
+    return torch.stack(frames).round().clamp(0, 255).to(torch.uint8)
 
-    See the module docstring for what it shows and
-    :func:`example_video_ground_truth` for the exact motion.
+
+def get_example_video(
+    n_faces: int | None = None, return_videoloader: bool = False, n_frames: int = DEFAULT_N_FRAMES, **kwargs
+) -> Path | VideoLoader:
+    """An example video (24 fps), made on first use and cached.
+
+    ``n_faces=None`` is the example video (480x384): see the module docstring for what it
+    shows and :func:`example_video_ground_truth` for the exact motion. An int ``n`` in
+    ``[0, 5]`` is ``get_example_image(n)`` (512x512, exactly ``n`` faces) filmed by a slowly
+    moving, zooming camera: every frame shows all ``n`` faces, whole.
 
     Args:
-        n_frames: number of frames (>= 2); the motion path is the same for any
-            count, sampled more or less finely.
+        n_faces: None, or the number of faces in every frame.
         return_videoloader: return a :class:`VideoLoader` instead of the path.
+        n_frames: number of frames (>= 2); the motion is the same for any count,
+            sampled more or less finely.
         **kwargs: passed to :class:`VideoLoader` (e.g. ``batch_size``, ``device``).
 
     Returns:
@@ -367,9 +387,15 @@ def get_example_video(
         (2, torch.Size([4, 3, 384, 480]))
     """
     _check_n_frames(n_frames)
-    path = _cache_dir() / f"example_video_v{_VERSION}_{n_frames}-frames.mp4"
-    if not path.is_file():
-        layers = _source_layers(_astronaut())
-        frames = torch.stack([_composite(layers, m, _VIDEO_SIZE)[0] for m in _video_path_mats(n_frames)])
-        write_video(path, frames, fps=_VIDEO_FPS)
+    if n_faces is None:
+        path = _cache_dir() / f"example_video_v{_VERSION}_{n_frames}-frames.mp4"
+        if not path.is_file():
+            layers = _source_layers(_astronaut())
+            frames = torch.stack([_composite(layers, m, _VIDEO_SIZE)[0] for m in _video_path_mats(n_frames)])
+            write_video(path, frames, fps=_VIDEO_FPS)
+    else:
+        _check_n_faces(n_faces)
+        path = _cache_dir() / f"example_video_v{_VERSION}_{n_faces}-faces_{n_frames}-frames.mp4"
+        if not path.is_file():
+            write_video(path, _camera_move(_read_png(_example_image_path(n_faces)), n_frames), fps=_VIDEO_FPS)
     return VideoLoader(path, **kwargs) if return_videoloader else path

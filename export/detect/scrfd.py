@@ -2,75 +2,94 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
-from torch import nn
 
+from facecrop.defaults import DEVICE
+from facecrop.detect.base import BaseDetector, concat_rows, ragged
 from facecrop.detect.core import SCRFDHead
 from facecrop.io import to_batches
 
-
-def ragged(padded: dict[str, torch.Tensor], keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Padded per-frame outputs ``[B, K, ...]`` -> Medusa's rows ``[N, ...]`` of valid faces.
-
-    Rows are ordered by frame, then by score; ``img_idx [N]`` says which frame.
-    """
-    frame, slot = padded["valid"].nonzero(as_tuple=True)
-    out = {key: padded[key][frame, slot] for key in keys}
-    out["img_idx"] = frame
-    return out
+#: The detector used when none is named: Medusa's ``det_10g`` unless ``$FACECROP_DETECTOR`` names another
+#: (a name such as ``det_500m`` or an ``.onnx`` path), so that Medusa code runs unchanged with it.
+DEFAULT_DETECTOR = "det_10g"
 
 
-def concat_outputs(outputs: list[dict], n_img: int) -> dict:
-    """Concatenate per-batch Medusa outputs whose ``img_idx`` are already global."""
-    out = {key: torch.cat([o[key] for o in outputs]) for key in outputs[0]}
-    out["n_img"] = n_img
-    return out
+def default_detector() -> str:
+    return os.environ.get("FACECROP_DETECTOR") or DEFAULT_DETECTOR
 
 
-class SCRFDetector(nn.Module):
+def _square_det_size(det_size) -> tuple[int, int]:
+    size = tuple(det_size) if isinstance(det_size, (tuple, list)) else None
+    if size is None or len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+        raise ValueError(f"det_size must be two positive ints, e.g. (640, 640), got {det_size!r}")
+    if size[0] != size[1]:
+        raise ValueError(f"det_size should indicate a square image, e.g. (640, 640), got {det_size!r}")
+    return size
+
+
+def as_detector(detector, device, **kwargs) -> "SCRFDetector":
+    """Medusa passes the detector class (built with ``device`` and ``kwargs``) or an instance."""
+    if isinstance(detector, type) and issubclass(detector, SCRFDetector):
+        return detector(device=device, **kwargs)
+    if not isinstance(detector, SCRFDetector):
+        raise TypeError(f"detector must be SCRFDetector or an instance of it, got {detector!r}")
+    if kwargs:
+        raise TypeError(f"detector options {sorted(kwargs)} need the detector class, not an instance")
+    return detector
+
+
+class SCRFDetector(BaseDetector):
     """SCRFD face detector with Medusa's constructor, defaults and outputs.
 
     Args:
-        model_path: model name (``det_10g``, ``det_2.5g``, ``det_500m``) or ``.onnx`` path.
-        det_size: detector input ``(width, height)``.
+        det_size: detector input ``(S, S)``; square, as in Medusa (default 640).
         det_threshold: minimum score.
         nms_threshold: IoU above which the lower-scoring of two boxes is dropped.
+        device: where the network runs (kept as given, like Medusa's ``.device``).
+        model_path: facecrop's extra: a model name (``det_10g``, ``det_2.5g``, ``det_500m``) or an
+            ``.onnx`` path; default :func:`default_detector`.
         max_faces: most faces kept per image (the highest scores; a warning says when more were found).
-        device: where the network runs.
         model_dir: where named models are looked up (see :mod:`facecrop.zoo`).
 
     ``forward(imgs)`` takes paths, RGB tensors ``[B, 3, H, W]``/``[3, H, W]`` or
     NumPy ``[H, W, 3]`` arrays (0-255) and returns a dict: ``conf [N]``,
     ``bbox [N, 4]`` (x1, y1, x2, y2), ``lms [N, 5, 2]`` (eyes, nose, mouth
-    corners as ``(x, y)``), ``img_idx [N]`` and ``n_img``, in input-image pixels.
+    corners as ``(x, y)``), ``img_idx [N]`` and ``n_img``, in input-image pixels;
+    with no face in any image, ``n_img`` alone (as Medusa).
 
     Example:
-        >>> detector = SCRFDetector("det_500m")  # doctest: +SKIP
+        >>> detector = SCRFDetector(model_path="det_500m")  # doctest: +SKIP
         >>> out = detector("photo.jpg")  # doctest: +SKIP
-        >>> out["bbox"].shape  # doctest: +SKIP
-        torch.Size([6, 4])
+        >>> out["bbox"].shape, str(detector)  # doctest: +SKIP
+        (torch.Size([6, 4]), 'scrfd')
     """
 
     def __init__(
         self,
-        model_path: str = "det_10g",
-        det_size: tuple[int, int] = (224, 224),
+        det_size: tuple[int, int] = (640, 640),
         det_threshold: float = 0.3,
         nms_threshold: float = 0.3,
+        device: str | torch.device = DEVICE,
+        model_path: str | os.PathLike | None = None,
         max_faces: int = 32,
-        device: str | torch.device = "cpu",
         model_dir=None,
     ):
         super().__init__()
         from facecrop.zoo import resolve_model
 
-        self.model_path = resolve_model(model_path, model_dir=model_dir)
-        self.head = SCRFDHead(self.model_path, det_size, det_threshold, nms_threshold, max_faces)
-        self.device = torch.device(device)
-        self.to(self.device)
+        self.det_size = _square_det_size(det_size)
+        self.det_threshold, self.nms_threshold = det_threshold, nms_threshold
+        self.model_path = resolve_model(model_path or default_detector(), model_dir=model_dir)
+        self.head = SCRFDHead(self.model_path, self.det_size, det_threshold, nms_threshold, max_faces)
+        self.device = device
+        self.to(device).eval()
         self._warned_overflow = False
+
+    def __str__(self) -> str:
+        return "scrfd"
 
     def detect_padded(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """Static-shape detection: ``[B, 3, H, W]`` -> padded ``[B, K, ...]`` dict (see :func:`select_faces`)."""
@@ -93,7 +112,7 @@ class SCRFDetector(nn.Module):
             out["img_idx"] = out["img_idx"] + seen
             outputs.append(out)
             seen += frames.shape[0]
-        return concat_outputs(outputs, seen)
+        return concat_rows(outputs, seen)
 
     def __repr__(self) -> str:
         return f"SCRFDetector(model_path={str(self.model_path)!r}, {self.head.extra_repr()}, device={self.device})"

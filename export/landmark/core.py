@@ -51,10 +51,10 @@ def read_landmark_config(output_size: int, input_size: int) -> LandmarkConfig:
     )
 
 
-def landmark_crop_matrix(bbox: torch.Tensor, input_size: int = 192) -> torch.Tensor:
+def landmark_crop_matrix(bbox: torch.Tensor, input_size: int = 192, scale_factor: float = 1.5) -> torch.Tensor:
     """Matrix of the landmark crop around each box: image -> crop pixels.
 
-    ``scale = input_size / (1.5 * max(w, h))``; the box centre goes to the crop centre.
+    ``scale = input_size / (scale_factor * max(w, h))``; the box centre goes to the crop centre.
 
     Args:
         bbox: boxes ``[..., 4]`` (x1, y1, x2, y2) with positive size.
@@ -63,7 +63,7 @@ def landmark_crop_matrix(bbox: torch.Tensor, input_size: int = 192) -> torch.Ten
         ``[..., 3, 3]``: ``[[s, 0, c - cx*s], [0, s, c - cy*s], [0, 0, 1]]``, ``c = input_size / 2``.
     """
     size = torch.maximum(bbox[..., 2] - bbox[..., 0], bbox[..., 3] - bbox[..., 1])
-    scale = input_size / (size * 1.5)
+    scale = input_size / (size * scale_factor)
     cx = (bbox[..., 0] + bbox[..., 2]) / 2
     cy = (bbox[..., 1] + bbox[..., 3]) / 2
     zero, one = torch.zeros_like(scale), torch.ones_like(scale)
@@ -112,29 +112,35 @@ class LandmarkHead(nn.Module):
     def num_landmarks(self) -> int:
         return self.config.keep_last
 
-    def forward(self, frames: torch.Tensor, bbox: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, bbox: torch.Tensor, valid: torch.Tensor,
+                return_crops: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Landmarks ``[B, K, L, 2]``; with ``return_crops`` also the net's uint8 input crops
+        ``[B, K, 3, S, S]`` and their ``crop_mat [B, K, 3, 3]`` (Medusa's landmark model returns them)."""
         batch, faces = valid.shape
         size = self.config.input_size
         # Padding rows get a unit box so their (unused) crop matrix stays finite.
         unit = torch.tensor([0.0, 0.0, 1.0, 1.0], device=bbox.device, dtype=bbox.dtype)
-        crop_mat = landmark_crop_matrix(torch.where(valid[..., None], bbox, unit), size)  # [B, K, 3, 3]
+        all_mats = landmark_crop_matrix(torch.where(valid[..., None], bbox, unit), size)  # [B, K, 3, 3]
         # InsightFace warps uint8 frames into uint8 crops; rounding likewise takes the landmark
         # error against it from ~0.2 px to ~0.01 px (the nets are sensitive to sub-level noise).
         # The price: float differences of 1e-6 (another batch size, a fused kernel) can flip a
         # pixel across .5 and move landmarks by ~0.01 px, so landmark outputs of two backends
         # agree to ~0.02 px, not 1e-3.
-        crops = warp_crops(frames, crop_mat, (size, size)).round()  # [B, K, 3, S, S]: one fused gather
+        all_crops = warp_crops(frames, all_mats, (size, size)).round()  # [B, K, 3, S, S]: one fused gather
         # The net, by far the costliest step per face, runs on the faces that exist only.
         slots = valid_slots(valid)  # [N]
-        crops = crops.reshape(batch * faces, 3, size, size)[slots]  # [N, 3, S, S]
-        crop_mat = crop_mat.reshape(batch * faces, 3, 3)[slots]  # [N, 3, 3]
+        crops = all_crops.reshape(batch * faces, 3, size, size)[slots]  # [N, 3, S, S]
+        crop_mat = all_mats.reshape(batch * faces, 3, 3)[slots]  # [N, 3, 3]
         # One blank crop more keeps the net's batch >= 1 (N may be 0) without a data-dependent
         # branch, which is what lets torch.export trace BatchNorm on a batch of symbolic size.
         crops = torch.cat([crops, crops.new_zeros((1,) + crops.shape[1:])])
         raw = self.net(crops)[0][:-1]  # [N, D]
         points = transform_points(invert_affine(crop_mat), decode_landmarks(raw, self.config))  # [N, L, 2]
         padded = points.new_zeros((batch * faces,) + points.shape[1:])
-        return padded.index_copy(0, slots, points).view(batch, faces, *points.shape[1:])
+        points = padded.index_copy(0, slots, points).view(batch, faces, *points.shape[1:])
+        if not return_crops:
+            return points
+        return points, all_crops.to(torch.uint8), all_mats  # rows of invalid faces are not meaningful
 
     def extra_repr(self) -> str:
         return f"config={self.config}"
