@@ -141,8 +141,13 @@ class VideoLoader:
             raise ValueError(f"frames {outside} are outside the video's {self.n_frames} frames (0-{self.n_frames - 1})")
         return sorted(set(frames))
 
+    @property
+    def dataset(self) -> range | list[int]:
+        """The indices of the frames this loader yields (Medusa's ``len(loader.dataset)`` counts them)."""
+        return self.frames if self.frames is not None else range(self.n_frames)
+
     def __len__(self) -> int:
-        return math.ceil(len(self.frames if self.frames is not None else range(self.n_frames)) / self.batch_size)
+        return math.ceil(len(self.dataset) / self.batch_size)
 
     def __iter__(self):
         wanted = set(self.frames) if self.frames is not None else None

@@ -210,7 +210,7 @@ def get_example_image(
     device: str | torch.device = "cpu",
     channels_last: bool = False,
     dtype: torch.dtype = torch.float32,
-) -> torch.Tensor | Path | list[Path]:
+) -> torch.Tensor | list[Path]:
     """An example photograph with a known number of faces (offline, cached).
 
     ``None`` or 1 is scikit-image's astronaut photo (one face); 0 is its coffee
@@ -219,7 +219,8 @@ def get_example_image(
 
     Args:
         n_faces: None, an int in [0, 5], or a list of them.
-        load: return the image(s) as a tensor (True) or the cached PNG path(s) (False).
+        load: return the image(s) as a tensor (True) or, as Medusa, a list of the cached PNG
+            paths (False; a list even for one image).
         device: device of the returned tensor.
         channels_last: return (B, H, W, 3) instead of (B, 3, H, W).
         dtype: dtype of the returned tensor (values 0-255 in any dtype).
@@ -240,7 +241,7 @@ def get_example_image(
         _check_n_faces(n)
     paths = [_example_image_path(n) for n in counts]
     if not load:
-        return paths if many else paths[0]
+        return paths
     imgs = torch.stack([_read_png(p) for p in paths]).to(device=device, dtype=dtype)
     return imgs.permute(0, 2, 3, 1) if channels_last else imgs
 
