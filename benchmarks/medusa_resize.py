@@ -14,7 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -66,7 +65,7 @@ def main(argv=None) -> None:
         images["t1 (InsightFace)"] = torch.from_numpy(t1_rgb()).permute(2, 0, 1)[None].contiguous()
     except ImportError:
         pass
-    print(f"| image | faces facecrop / Medusa-style | max box diff px | max score diff |\n|---|---|---|---|")
+    print("| image | faces facecrop / Medusa-style | max box diff px | max score diff |\n|---|---|---|---|")
     worst_box = worst_conf = 0.0
     with torch.inference_mode():
         for name, img in images.items():
