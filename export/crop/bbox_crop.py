@@ -11,11 +11,10 @@ import torch
 from facecrop.crop.base import CROP_KEYS, BaseCropModel
 from facecrop.crop.core import square_side
 from facecrop.defaults import DEVICE
-from facecrop.detect.base import concat_rows, ragged, run_eager
+from facecrop.detect.base import ragged, rows_per_image, run_eager
 from facecrop.detect.core import as_uint8
 from facecrop.detect.scrfd import SCRFDetector, as_detector
 from facecrop.geometry import sample_crops
-from facecrop.io import to_batches
 from facecrop.landmark.core import LandmarkHead, landmark_crop_matrix
 from facecrop.pipeline import FacePipeline
 
@@ -84,15 +83,12 @@ class InsightfaceBboxCropModel(BaseCropModel):
     def __str__(self) -> str:
         return "insightfacebboxcrop"
 
-    @torch.no_grad()
     def forward(self, imgs) -> dict:
-        outputs, seen = [], 0
-        for frames in to_batches(imgs, self.device):
+        def run_batch(frames):
             out = ragged(self.detector.detect_padded(frames), ("conf", "bbox", "lms"))
             out["crop_mat"] = landmark_crop_matrix(out["bbox"], self.side, self.scale_factor)
             crops = sample_crops(as_uint8(frames), out["crop_mat"], out["img_idx"], (self.side, self.side))
             out["imgs_crop"] = crops.round().clamp(0, 255).to(torch.uint8)
-            out["img_idx"] = out["img_idx"] + seen
-            outputs.append(out)
-            seen += frames.shape[0]
-        return concat_rows(outputs, seen, ("imgs_crop", "crop_mat"))
+            return out
+
+        return rows_per_image(imgs, self.device, run_batch, ("imgs_crop", "crop_mat"))

@@ -27,7 +27,7 @@ def ragged(padded: dict[str, torch.Tensor], keys: tuple[str, ...]) -> dict[str, 
     return out
 
 
-def concat_rows(outputs: list[dict], n_img: int, none_keys: tuple[str, ...] = ()) -> dict:
+def _concat_rows(outputs: list[dict], n_img: int, none_keys: tuple[str, ...]) -> dict:
     """Concatenate per-batch rows whose ``img_idx`` are already global.
 
     With no detection at all, Medusa returns ``n_img`` alone, plus ``none_keys`` set to ``None``.
@@ -40,21 +40,31 @@ def concat_rows(outputs: list[dict], n_img: int, none_keys: tuple[str, ...] = ()
 
 
 @torch.no_grad()
+def rows_per_image(imgs, device, run_batch, none_keys: tuple[str, ...] = ()) -> dict:
+    """Medusa's dict of rows for any accepted images: ``run_batch(frames [b, 3, H, W])`` gives one
+    batch's rows with ``img_idx`` counted within the batch; they are offset and concatenated."""
+    outputs, seen = [], 0
+    for frames in to_batches(imgs, device):
+        out = run_batch(frames)
+        out["img_idx"] = out["img_idx"] + seen
+        outputs.append(out)
+        seen += frames.shape[0]
+    return _concat_rows(outputs, seen, none_keys)
+
+
 def run_eager(pipeline: FacePipeline, detector, imgs, keys: tuple[str, ...], none_keys: tuple[str, ...] = (),
               **options) -> dict:
     """Run ``pipeline`` on any accepted images -> Medusa's dict of rows plus ``img_idx``, ``n_img``.
 
     ``options`` go to :meth:`FacePipeline.forward_dict` (e.g. ``landmark_crops=True``).
     """
-    outputs, seen = [], 0
-    for frames in to_batches(imgs, detector.device):
+
+    def run_batch(frames):
         padded = pipeline.forward_dict(frames, trim=True, **options)
         detector.warn_if_overflow(padded["overflow"])
-        out = ragged(padded, keys)
-        out["img_idx"] = out["img_idx"] + seen
-        outputs.append(out)
-        seen += frames.shape[0]
-    return concat_rows(outputs, seen, none_keys)
+        return ragged(padded, keys)
+
+    return rows_per_image(imgs, detector.device, run_batch, none_keys)
 
 
 def run_on_video(model: nn.Module, vid, batch_size: int, save_imgs: bool = False):

@@ -8,9 +8,8 @@ import warnings
 import torch
 
 from facecrop.defaults import DEVICE
-from facecrop.detect.base import BaseDetector, concat_rows, ragged
+from facecrop.detect.base import BaseDetector, ragged, rows_per_image
 from facecrop.detect.core import SCRFDHead
-from facecrop.io import to_batches
 
 #: The detector used when none is named: Medusa's ``det_10g`` unless ``$FACECROP_DETECTOR`` names another
 #: (a name such as ``det_500m`` or an ``.onnx`` path), so that Medusa code runs unchanged with it.
@@ -104,15 +103,11 @@ class SCRFDetector(BaseDetector):
             warnings.warn(f"more than max_faces={self.head.max_faces} faces in a frame; "
                           "kept the highest-scoring ones", stacklevel=4)
 
-    @torch.no_grad()
     def forward(self, imgs) -> dict:
-        outputs, seen = [], 0
-        for frames in to_batches(imgs, self.device):
-            out = ragged(self.detect_padded(frames), ("conf", "bbox", "lms"))
-            out["img_idx"] = out["img_idx"] + seen
-            outputs.append(out)
-            seen += frames.shape[0]
-        return concat_rows(outputs, seen)
+        def run_batch(frames):
+            return ragged(self.detect_padded(frames), ("conf", "bbox", "lms"))
+
+        return rows_per_image(imgs, self.device, run_batch)
 
     def __repr__(self) -> str:
         return f"SCRFDetector(model_path={str(self.model_path)!r}, {self.head.extra_repr()}, device={self.device})"
