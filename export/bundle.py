@@ -248,7 +248,9 @@ def write_bundle(module: torch.nn.Module, config: PipelineConfig, *, backend: st
                     net.half()
         # An example batch of 1 would make torch.export specialise the batch to 1.
         example = next((f for f in cases if len(f) >= 2), torch.cat([cases[0], cases[0]]))
-        _save_artifact(compiled, example.to(device), backend, dtype, artifact)
+        # Channels-last, as the runtime decodes frames: the gathers read a pixel's three channels side by side.
+        example = example.to(device).contiguous(memory_format=torch.channels_last)
+        _save_artifact(compiled, example, backend, dtype, artifact)
         _step(f"2/4 {backend} artifact {artifact.name}: {artifact.stat().st_size / 1e6:.1f} MB", start)
 
         start = time.perf_counter()
@@ -298,6 +300,7 @@ def _manifest(config, backend, device, dtype, name, version, source_models, refe
         "device": torch.device(device).type,
         "dtype": dtype,
         "input": {"name": "frames", "dtype": "uint8", "shape": ["B", 3, "H", "W"], "color": "RGB",
+                  "memory_format": "channels_last",
                   "max_batch": MAX_BATCH, "min_side": MIN_SIDE, "max_side": MAX_SIDE},
         "outputs": _spec(reference),
         "artifact": {"file": artifact.name, "sha256": sha256_file(artifact)},

@@ -202,7 +202,9 @@ def sample_crops(frames: torch.Tensor, crop_mat: torch.Tensor, frame_index: torc
 
     The four taps of every crop pixel are gathered straight from ``frames`` in
     their own dtype (uint8 video frames stay uint8), so the cost is that of the
-    crops alone: no whole-frame conversion or copy.
+    crops alone: no whole-frame conversion, and for channels-last frames
+    (``frames.contiguous(memory_format=torch.channels_last)``, the runtime's
+    layout) no copy either; other layouts are transposed once.
 
     Args:
         frames: images of shape (B, C, H, W), uint8 or floating point (e.g. RGB 0-255).
@@ -242,18 +244,28 @@ def sample_crops(frames: torch.Tensor, crop_mat: torch.Tensor, frame_index: torc
     wx1 = torch.where((x0 >= -1) & (x0 < width - 1), fx, 0.0)
     wy0 = torch.where((y0 >= 0) & (y0 < height), 1 - fy, 0.0)
     wy1 = torch.where((y0 >= -1) & (y0 < height - 1), fy, 0.0)
-    col0, col1 = x0.clamp(0, width - 1), (x0 + 1).clamp(0, width - 1)
-    plane = height * width
-    base = (frame_index * (channels * plane)).view(-1, 1, 1)  # [N, 1, 1]: the frame in the flat buffer
-    row0 = base + y0.clamp(0, height - 1) * width
-    row1 = base + (y0 + 1).clamp(0, height - 1) * width
-    flat = frames.contiguous().view(-1)
-    # One channel plane at a time, sharing the [N, h, w] offsets and weights: about twice as fast,
+    # Taps are read from the frames as height x width x channels: the three channels of a tap lie
+    # side by side, and for channels-last frames (what the runtime decodes into) this is a view.
+    flat = frames.permute(0, 2, 3, 1).reshape(-1)
+    row_stride = width * channels
+    base = (frame_index * (height * row_stride)).view(-1, 1, 1)  # [N, 1, 1]: the frame in the flat buffer
+    row0 = base + y0.clamp(0, height - 1) * row_stride
+    row1 = base + (y0 + 1).clamp(0, height - 1) * row_stride
+    col0 = x0.clamp(0, width - 1) * channels
+    col1 = (x0 + 1).clamp(0, width - 1) * channels
+    # Stacked into buffers, the offsets and weights are computed once for all channels: left to
+    # themselves, compilers inline their arithmetic (matrix inverse, floors, masks) into every
+    # gathered element of every channel (1.5-2x slower compiled, measured on 720p frames).
+    offsets = torch.stack([row0 + col0, row0 + col1, row1 + col0, row1 + col1])  # [4, N, h, w]
+    weights = torch.stack([wx0, wx1, wy0, wy1])  # [4, N, h, w]
+    off00, off01, off10, off11 = offsets.unbind(0)
+    wx0, wx1, wy0, wy1 = weights.unbind(0)
+    # One channel at a time, sharing the [N, h, w] offsets and weights: about twice as fast,
     # compiled, as gathering with [N, C, h, w] indices at once (measured on 720p frames).
     planes = []
     for c in range(channels):
-        top = wx0 * flat[row0 + col0 + c * plane].to(dtype) + wx1 * flat[row0 + col1 + c * plane].to(dtype)
-        bottom = wx0 * flat[row1 + col0 + c * plane].to(dtype) + wx1 * flat[row1 + col1 + c * plane].to(dtype)
+        top = wx0 * flat[off00 + c].to(dtype) + wx1 * flat[off01 + c].to(dtype)
+        bottom = wx0 * flat[off10 + c].to(dtype) + wx1 * flat[off11 + c].to(dtype)
         planes.append(wy0 * top + wy1 * bottom)
     crops = torch.stack(planes, 1)  # [N, C, h, w]
     return crops

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 # 2.0: one bundle serves every frame size (format 1 bundles took one fixed size).
-FORMAT_VERSION = "2.0"
+# 2.1: input.memory_format: the artifact takes channels-last frames (2.0's took contiguous ones).
+FORMAT_VERSION = "2.1"
 MANIFEST = "manifest.json"
 # Frame sides every bundle accepts, in pixels: from a thumbnail to 4K/DCI.
 MIN_SIDE, MAX_SIDE = 16, 4096
@@ -219,6 +220,8 @@ class Bundle:
         device: where the module runs.
         side_bounds: ``(min_side, max_side)`` in pixels that H and W may take.
         output_names: names of the outputs, in the module's order.
+        module: the artifact itself; it takes frames in ``memory_format`` only (an AOTInductor
+            artifact reads other layouts wrongly, silently), which calling the bundle ensures.
         golden_diffs: ``{output: largest difference}`` of the golden self-check (None if skipped).
     """
 
@@ -226,13 +229,16 @@ class Bundle:
         self.path, self.manifest, self.module, self.device = path, manifest, module, device
         self.side_bounds = (int(manifest["input"]["min_side"]), int(manifest["input"]["max_side"]))
         self.output_names = [spec["name"] for spec in manifest["outputs"]]
+        # Compiled artifacts assume the memory layout they were traced with (format 2.0: contiguous).
+        self.memory_format = (torch.channels_last if manifest["input"].get("memory_format") == "channels_last"
+                              else torch.contiguous_format)
 
     def __call__(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """uint8 ``[B, 3, H, W]`` frames -> ``{name: [B, K, ...]}`` on ``self.device``, in the frames' pixels."""
         check_frames(frames, *self.side_bounds)
         with torch.inference_mode():
-            # Compiled artifacts assume the dense layout they were traced with.
-            outputs = self.module(frames.to(self.device).contiguous())
+            # A copy only where the frames are not in that layout yet (decoded frames are).
+            outputs = self.module(frames.to(self.device).contiguous(memory_format=self.memory_format))
         return dict(zip(self.output_names, outputs))
 
     def __repr__(self) -> str:

@@ -31,7 +31,7 @@ class Batch:
     slot: int  # hand it back with :meth:`Decoder.release` once the module is done with ``frames``
     frame_index: np.ndarray  # [b] int64
     pts_seconds: np.ndarray  # [b] float64, NaN where the frame has no timestamp
-    frames: np.ndarray  # [b, 3, H, W] uint8 RGB at the video's own size, a view of the slot
+    frames: np.ndarray  # [b, 3, H, W] uint8 RGB at the video's own size, a channels-last view of the slot
 
 
 @dataclass
@@ -92,7 +92,9 @@ class Decoder:
             message = json.loads(line)
             if "slot" in message:
                 n, shape = len(message["index"]), tuple(message["shape"])
-                frames = self.slots[message["slot"]][:n * int(np.prod(shape))].reshape(n, *shape)
+                height, width = shape[1:]
+                pixels = self.slots[message["slot"]][:n * height * width * 3].reshape(n, height, width, 3)
+                frames = pixels.transpose(0, 3, 1, 2)
                 yield Batch(message["slot"], np.array(message["index"], np.int64),
                             np.array(message["seconds"], np.float64), frames)
             elif "end" in message:
@@ -164,10 +166,12 @@ def _serve(video: str, batch_size: int, skip: int, max_frame_bytes: int, fds: li
                             return  # the parent is gone
                         free.append(int(line))
                     slot = free.pop()
-                view = slots[slot][:batch_size * 3 * frame.height * frame.width].reshape(batch_size, *shape)
+                view = slots[slot][:batch_size * 3 * frame.height * frame.width]
+                view = view.reshape(batch_size, frame.height, frame.width, 3)
                 # swscale's rgb24, as the InsightFace loop decodes (its planar gbrp output takes
-                # other code paths for some widths: 2.4 grey levels apart at 360 px wide, measured).
-                view[len(index)] = frame.to_ndarray(format="rgb24").transpose(2, 0, 1)
+                # other code paths for some widths: 2.4 grey levels apart at 360 px wide, measured),
+                # kept pixel-interleaved (channels-last): a plain copy, and the module's layout.
+                view[len(index)] = frame.to_ndarray(format="rgb24")
                 index.append(current)
                 seconds.append(last_pts)
                 if len(index) == batch_size:

@@ -96,12 +96,12 @@ def test_layout_and_manifest(tmp_path):
     assert sorted(p.name for p in path.iterdir()) == ["golden.npz", "manifest.json", "model.pt2"]
     assert [p.name for p in (tmp_path / "toy").iterdir()] == ["1.2.3"]  # no temp folder left
     m = json.loads((path / "manifest.json").read_text())
-    assert m["format_version"] == "2.0" and m["version"] == "1.2.3" and m["name"] == "toy"
+    assert m["format_version"] == "2.1" and m["version"] == "1.2.3" and m["name"] == "toy"
     assert m["backend"] == "export" and m["device"] == "cpu" and m["dtype"] == "fp32"
     assert "frame_size" not in m["config"] and m["config"]["max_faces"] == 2
     assert m["environment"]["torch"] == torch.__version__ and "torchvision" in m["environment"]
     assert m["input"] == {"name": "frames", "dtype": "uint8", "shape": ["B", 3, "H", "W"], "color": "RGB",
-                          "max_batch": fb.MAX_BATCH, "min_side": 16, "max_side": 4096}
+                          "memory_format": "channels_last", "max_batch": fb.MAX_BATCH, "min_side": 16, "max_side": 4096}
     assert m["golden"]["cases"] == [{"frames": 2, "size": [96, 64]}, {"frames": 1, "size": [48, 80]}]
     assert [o["name"] for o in m["outputs"]] == list(StandIn.output_names)
     assert m["outputs"][5] == {"name": "imgs_crop", "dtype": "uint8", "shape": ["B", 2, 3, 16, 16]}
@@ -192,6 +192,21 @@ def test_aoti_standin(tmp_path):
     bundle = load_bundle(write_standin(tmp_path, backend="aoti"))
     assert bundle.manifest["artifact"]["file"] == "model_aoti.pt2"
     assert bundle.golden_diffs["bbox"] <= 1e-3
+    # The artifact is compiled for channels-last frames; the bundle hands it any layout as that.
+    frames = standin_frames()[0]
+    channels_last = frames.contiguous(memory_format=torch.channels_last)
+    for got, want in zip(bundle(frames.contiguous()).values(), bundle(channels_last).values()):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert bundle.memory_format == torch.channels_last
+
+
+def test_format_2_0_bundles_get_contiguous_frames(tmp_path):
+    path = write_standin(tmp_path)
+    edit = json.loads((path / "manifest.json").read_text())
+    edit["format_version"] = "2.0"
+    del edit["input"]["memory_format"]
+    (path / "manifest.json").write_text(json.dumps(edit))
+    assert load_bundle(path).memory_format == torch.contiguous_format
 
 
 # --- the real pipeline (det_500m, aligned crop) -------------------------------------------------

@@ -65,6 +65,18 @@ def _taps(n_in: torch.Tensor, n_new: torch.Tensor, n_out: int, n_in_int) -> tupl
     return i0, i1, w0, _COEF_SCALE - w0, out < n_new
 
 
+def _computed_once(*tables: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The same 1-D tables, stacked into one buffer and taken apart again.
+
+    Inductor inlines cheap pointwise producers into their consumers, so without this every
+    gathered canvas element (x 3 channels x B frames) recomputed its taps' float64 arithmetic;
+    a stacked buffer is computed once per call. Compiled, this alone made the letterbox
+    2-3x faster (0.32 vs 0.77-1.2 ms/frame at 720p, one thread, measured).
+    """
+    stacked = torch.stack([t.to(torch.int64) for t in tables])  # [n_tables, n]
+    return tuple(row.to(t.dtype) for row, t in zip(stacked.unbind(0), tables))
+
+
 def letterbox(frames: torch.Tensor, det_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Letterbox uint8 frames into the detector input as InsightFace does, at the frames' own size.
 
@@ -89,8 +101,8 @@ def letterbox(frames: torch.Tensor, det_size: tuple[int, int]) -> tuple[torch.Te
     width = torch.scalar_tensor(width_int, dtype=torch.float64, device=frames.device)
     new_h, new_w = letterbox_extent(height, width, det_size)
     det_w, det_h = det_size
-    i0, i1, w0, w1, inside_x = _taps(width, new_w, det_w, width_int)
-    j0, j1, v0, v1, inside_y = _taps(height, new_h, det_h, height_int)
+    i0, i1, w0, w1, inside_x = _computed_once(*_taps(width, new_w, det_w, width_int))
+    j0, j1, v0, v1, inside_y = _computed_once(*_taps(height, new_h, det_h, height_int))
     # OpenCV filters every source row horizontally, then blends pairs of rows. Only the four taps of
     # each canvas pixel matter, so those are gathered from the uint8 frame first.
     rows0, rows1, cols0, cols1 = j0[:, None], j1[:, None], i0[None, :], i1[None, :]
