@@ -63,12 +63,25 @@ def _single_video(args: argparse.Namespace) -> bool:
             and args.output.suffix.lower() == ".npz" and not args.output.is_dir())
 
 
+def _run_one(args: argparse.Namespace) -> None:
+    """``facecrop run BUNDLE VIDEO -o OUT.npz``: load and verify the bundle, process the video, optionally overlay."""
+    from facecrop.overlay import write_overlay
+    from facecrop.runtime import load_bundle, process_video
+
+    start = time.perf_counter()
+    bundle = load_bundle(args.bundle, device=args.device)
+    print(f"loaded {bundle!r} in {time.perf_counter() - start:.1f} s (golden self-check passed)", file=sys.stderr)
+    start = time.perf_counter()
+    output = process_video(bundle, args.inputs[0], args.output, batch_size=args.batch_size,
+                           save_crops=args.save_crops, resume=args.resume)
+    print(f"wrote {output} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    if args.visualize is not None:
+        print(f"wrote overlay {write_overlay(args.inputs[0], output, args.visualize)}", file=sys.stderr)
+
+
 def _run(args: argparse.Namespace) -> None:
     if _single_video(args):
-        from facecrop.runtime import cli as runtime_cli
-
-        args.video = args.inputs[0]
-        runtime_cli.run_from_args(args)
+        _run_one(args)
         return
     if args.visualize is not None or args.resume:
         raise UserError("--visualize and --resume are for one video with -o results.npz; a dataset run "

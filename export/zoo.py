@@ -12,6 +12,11 @@ where ``model_dir`` is the ``model_dir`` argument, else the environment variable
 ``FACECROP_MODEL_DIR``, else ``~/.facecrop/models``. The first file found is the
 one used; if its name has a pinned SHA-256 the file must match it.
 
+``FACECROP_MODEL_OVERRIDES="2d106det=/path/a.onnx,1k3d68=/path/b.onnx"`` maps names to files
+of your own (a re-export, fine-tuned weights, a test stand-in), so that code which names a
+model, as Medusa code does, runs on them; like any path, they are used unverified, and a
+warning says so once per file.
+
 Official packs come from release v0.7 of deepinsight/insightface. The pins are
 the SHA-256s of the official files; models and zips without a published pin
 are used unverified and reported as *unpinned* by ``facecrop models list``.
@@ -35,6 +40,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +50,7 @@ from typing import IO, Mapping, Optional, Union
 DEFAULT_ZOO_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7"
 ZOO_URL_ENV = "FACECROP_ZOO_URL"
 MODEL_DIR_ENV = "FACECROP_MODEL_DIR"
+OVERRIDES_ENV = "FACECROP_MODEL_OVERRIDES"
 
 PathLike = Union[str, os.PathLike]
 
@@ -259,6 +266,27 @@ def _how_to_get(name: str, model_dir: Path) -> str:
             f"or set {MODEL_DIR_ENV} to the folder that holds it")
 
 
+_WARNED: set[Path] = set()
+
+
+def model_overrides() -> dict[str, Path]:
+    """``{name: path}`` from ``$FACECROP_MODEL_OVERRIDES`` (``name=path`` pairs, comma-separated).
+
+    Example:
+        >>> os.environ["FACECROP_MODEL_OVERRIDES"] = "2d106det=/tmp/mine.onnx"
+        >>> model_overrides()
+        {'2d106det': PosixPath('/tmp/mine.onnx')}
+        >>> del os.environ["FACECROP_MODEL_OVERRIDES"]
+    """
+    pairs = {}
+    for item in filter(None, (s.strip() for s in os.environ.get(OVERRIDES_ENV, "").split(","))):
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ValueError(f"${OVERRIDES_ENV} must be name=path pairs separated by commas, got {item!r}")
+        pairs[name.strip()] = Path(path.strip()).expanduser()
+    return pairs
+
+
 def resolve_model(name_or_path: PathLike, model_dir: Optional[PathLike] = None) -> Path:
     """Return the path of a verified model file.
 
@@ -284,6 +312,15 @@ def resolve_model(name_or_path: PathLike, model_dir: Optional[PathLike] = None) 
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"name_or_path must be a model name or a path, got {type(name_or_path).__name__}")
+    override = model_overrides().get(name_or_path) if isinstance(name_or_path, str) else None
+    if override is not None:
+        if not override.is_file():
+            raise ModelNotFoundError(f"${OVERRIDES_ENV} maps {name_or_path!r} to {override}, which is not a file")
+        if override not in _WARNED:
+            _WARNED.add(override)
+            warnings.warn(f"model {name_or_path!r} is {override} (from ${OVERRIDES_ENV}), used unverified",
+                          stacklevel=2)
+        return override.absolute()
     if isinstance(name_or_path, str) and name_or_path in MODELS:
         return _resolve_name(name_or_path, model_dir)
     path = Path(name_or_path).expanduser()

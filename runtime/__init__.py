@@ -6,7 +6,6 @@
 """
 
 from .bundle import FORMAT_VERSION, Bundle, BundleError, load_bundle
-from .overlay import write_overlay
 from .video import VideoError, process_video
 
-__all__ = ["FORMAT_VERSION", "Bundle", "BundleError", "VideoError", "load_bundle", "process_video", "write_overlay"]
+__all__ = ["FORMAT_VERSION", "Bundle", "BundleError", "VideoError", "load_bundle", "process_video"]

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from .bundle import Bundle
-from .decoder import Batch, Decoder, DecoderDied, End, declared_end
+from .decode_worker import declared_end
+from .decoder import Batch, Decoder, DecoderDied, End
 from .progress import Progress
 
 PER_FRAME = ("valid", "conf", "bbox", "lms", "crop_mat")

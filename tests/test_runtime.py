@@ -110,7 +110,6 @@ def test_runtime_imports_only_torch_numpy_av(bundle_path, tmp_path, photo_frames
         import facecrop.runtime as rt
         bundle = rt.load_bundle({str(bundle_path)!r})
         rt.process_video(bundle, {str(video)!r}, {str(tmp_path / 'r.npz')!r}, progress=False)
-        rt.write_overlay({str(video)!r}, {str(tmp_path / 'r.npz')!r}, {str(tmp_path / 'o.mp4')!r})
         banned = lambda mods: sorted(m for m in mods if m.split('.')[0] in {BANNED!r})
         print(banned(set(sys.modules) - base), banned(sys.modules))
     """)
@@ -121,9 +120,9 @@ def test_runtime_imports_only_torch_numpy_av(bundle_path, tmp_path, photo_frames
 
 def test_runtime_is_small():
     # The aim is under 600 lines (issue 10, not reached yet); docstrings with shapes take about a
-    # quarter of these, and the decoding process (decoder.py) 190.
+    # quarter of these, and the decoding process (decoder.py, decode_worker.py) 230.
     lines = sum(len(p.read_text().splitlines()) for p in (REPO / "runtime").glob("*.py"))
-    assert lines < 900, lines
+    assert lines < 850, lines
 
 
 # --- load_bundle ------------------------------------------------------------------------------

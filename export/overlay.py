@@ -1,4 +1,4 @@
-"""Overlay video: the source frames with boxes and landmarks drawn from a results .npz (numpy only)."""
+"""Overlay video: the source frames with boxes and landmarks drawn from a results .npz (numpy and PyAV only)."""
 
 from __future__ import annotations
 
