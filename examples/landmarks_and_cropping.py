@@ -222,7 +222,7 @@ def step_video_landmarks(outputs, detector, landmark_path, standin) -> dict:
     from facecrop import BatchResults, RetinafaceLandmarkModel, get_example_video
 
     model = RetinafaceLandmarkModel(str(landmark_path), detector=detector)
-    loader = get_example_video(n_frames=N_FRAMES, return_videoloader=True, batch_size=BATCH_SIZE)
+    loader = get_example_video(n_frames=N_FRAMES, return_videoloader=True, batch_size=BATCH_SIZE, second_face=True)
     results = BatchResults()
     frames = []
     for batch in loader:
@@ -378,7 +378,7 @@ def step_aligned_video(outputs, detector) -> dict:
     from facecrop import AlignCropModel, BatchResults, get_example_video
 
     model = AlignCropModel(output_size=(CROP_SIZE, CROP_SIZE), detector=detector)
-    loader = get_example_video(n_frames=N_FRAMES, return_videoloader=True, batch_size=BATCH_SIZE)
+    loader = get_example_video(n_frames=N_FRAMES, return_videoloader=True, batch_size=BATCH_SIZE, second_face=True)
     results = BatchResults()
     for batch in loader:
         results.add(**model(batch))

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 # 2.0: one bundle serves every frame size (format 1 bundles took one fixed size).
-# 2.1: input.memory_format: the artifact takes channels-last frames (2.0's took contiguous ones).
-FORMAT_VERSION = "2.1"
+# 3.0: input.memory_format: the artifact takes channels-last frames (a format 2 runtime would hand it
+# contiguous ones, which a compiled artifact reads wrongly); format 2 bundles still load.
+FORMAT_VERSION = "3.0"
 MANIFEST = "manifest.json"
 # Frame sides every bundle accepts, in pixels: from a thumbnail to 4K/DCI.
 MIN_SIDE, MAX_SIDE = 16, 4096
@@ -60,7 +61,7 @@ def read_manifest(folder: Path) -> dict:
         raise BundleError(
             f"bundle {folder} has format version {found}, newer than this runtime's {FORMAT_VERSION}; "
             "upgrade facecrop to load it")
-    if major < ours:
+    if major < 2:
         raise BundleError(
             f"bundle {folder} has format version {found}, which took one fixed frame size; this runtime "
             f"({FORMAT_VERSION}) serves every size from one bundle: re-export it with `facecrop export` "

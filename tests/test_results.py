@@ -313,8 +313,8 @@ def test_visualize_template_lands_on_the_aligned_points(tmp_path):
 
 
 def test_visualize_video_has_one_frame_per_image(tmp_path):
-    frames = torch.cat(list(get_example_video(n_frames=12, return_videoloader=True)))
-    gt = example_video_ground_truth(12)
+    frames = torch.cat(list(get_example_video(n_frames=12, return_videoloader=True, second_face=True)))
+    gt = example_video_ground_truth(12, second_face=True)
     present = gt["visible"] > 0.5  # [12, 2]
     rows = present.nonzero()
     results = BatchResults(
@@ -374,10 +374,10 @@ def _track(make_detector, n_frames):
     """Detect every frame, track with Medusa's defaults, and label each detection with its true face."""
     detect = make_detector()
     results = BatchResults()
-    for batch in get_example_video(n_frames=n_frames, return_videoloader=True, batch_size=16):
+    for batch in get_example_video(n_frames=n_frames, return_videoloader=True, batch_size=16, second_face=True):
         results.add(**detect(batch))
     results.sort_faces(attr="lms", dist_threshold=250)
-    gt = example_video_ground_truth(n_frames)
+    gt = example_video_ground_truth(n_frames, second_face=True)
     # the true face of a detection: the one whose 5 points are nearest (mean px)
     dist = (results.lms[:, None] - gt["lms"][results.img_idx]).norm(dim=-1).mean(-1)  # [N, 2]
     err, true_face = dist.min(dim=1)

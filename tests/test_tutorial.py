@@ -172,7 +172,7 @@ def ground_truth(run):
     """The example video's known motion (computed once: it renders visibility masks, seconds)."""
     from facecrop.data import example_video_ground_truth
 
-    return example_video_ground_truth(run["checks"]["video_landmarks"]["n_frames"])
+    return example_video_ground_truth(run["checks"]["video_landmarks"]["n_frames"], second_face=True)
 
 
 @pytest.mark.parametrize("step", ["video_landmarks", "aligned_video"])

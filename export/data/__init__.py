@@ -9,10 +9,11 @@ The example video (:func:`get_example_video`) has a known motion path, given by
 :func:`example_video_ground_truth`:
 
 - the main face (the whole photo, like a moving camera) pans right, zooms in
-  and out and rotates in-plane;
-- a second face (the astronaut's face, mirrored and smaller, pasted in front)
-  enters from the right, crosses in front of the main face, leaves on the left,
-  and later comes back in from the left, where it left.
+  and out and rotates in-plane; it is the only face, as in Medusa's example video;
+- with ``second_face=True`` (the tracking demo), a second face (the astronaut's
+  face, mirrored and smaller, pasted in front) enters from the right, crosses in
+  front of the main face, leaves on the left, and later comes back in from the
+  left, where it left.
 
 Conventions: images RGB 0-255, tensors (B, 3, H, W); points ``(x, y)`` pixels,
 x right, y down; boxes ``(x1, y1, x2, y2)``. A ``mat`` maps source-photo pixels
@@ -42,7 +43,8 @@ __all__ = [
 ]
 
 # Bumped whenever the generated pictures or video change, so stale caches are not reused.
-_VERSION = 1
+# 2: the default example video shows the main face only (the second face is opt-in).
+_VERSION = 2
 
 # The astronaut's face in the 512x512 source photo, measured once with SCRFD-500m
 # (det_500m.onnx at 640x640): box (x1, y1, x2, y2) and 5 points (left eye, right eye,
@@ -317,26 +319,26 @@ def _check_n_frames(n_frames) -> None:
         raise ValueError(f"n_frames must be an int >= 2, got {n_frames!r}")
 
 
-def example_video_ground_truth(n_frames: int = DEFAULT_N_FRAMES) -> dict[str, torch.Tensor]:
-    """The known motion of the faces in ``get_example_video(n_frames)``.
+def example_video_ground_truth(n_frames: int = DEFAULT_N_FRAMES, second_face: bool = False) -> dict[str, torch.Tensor]:
+    """The known motion of the faces in ``get_example_video(n_frames=n_frames, second_face=second_face)``.
 
-    Face 0 is the main face, face 1 the pasted second face.
+    Face 0 is the main face, face 1 (with ``second_face``) the pasted second face; K faces.
 
     Returns:
         a dict of float32 tensors:
 
-        - ``mat`` (F, 2, 3, 3): source photo -> frame pixel matrix of each face
+        - ``mat`` (F, K, 3, 3): source photo -> frame pixel matrix of each face
           (face 1's includes a mirror flip).
-        - ``bbox`` (F, 2, 4): the source face box mapped into the frame
+        - ``bbox`` (F, K, 4): the source face box mapped into the frame
           (axis-aligned hull; may lie partly or wholly outside the frame).
-        - ``lms`` (F, 2, 5, 2): the face's 5 points in the frame, ordered as a
+        - ``lms`` (F, K, 5, 2): the face's 5 points in the frame, ordered as a
           detector reports them (left eye, right eye, nose, left/right mouth).
-        - ``visible`` (F, 2): fraction of the face box that is in the frame and
+        - ``visible`` (F, K): fraction of the face box that is in the frame and
           not covered by a face in front (face 1 is in front of face 0).
     """
     _check_n_frames(n_frames)
-    mats = _video_path_mats(n_frames)
-    faces = _faces_in_frame(mats, torch.tensor([False, True]))
+    mats = _video_path_mats(n_frames)[:, :2 if second_face else 1]
+    faces = _faces_in_frame(mats, torch.tensor([False, True])[:mats.shape[1]])
     # Visibility is a ratio of areas, so half-resolution masks measure it (4x cheaper).
     half = torch.diag(torch.tensor([0.5, 0.5, 1.0], dtype=mats.dtype))
     size = (_VIDEO_SIZE[0] // 2, _VIDEO_SIZE[1] // 2)
@@ -363,12 +365,14 @@ def _camera_move(img: torch.Tensor, n_frames: int) -> torch.Tensor:
 
 
 def get_example_video(
-    n_faces: int | None = None, return_videoloader: bool = False, n_frames: int = DEFAULT_N_FRAMES, **kwargs
+    n_faces: int | None = None, return_videoloader: bool = False, n_frames: int = DEFAULT_N_FRAMES,
+    second_face: bool = False, **kwargs
 ) -> Path | VideoLoader:
     """An example video (24 fps), made on first use and cached.
 
-    ``n_faces=None`` is the example video (480x384): see the module docstring for what it
-    shows and :func:`example_video_ground_truth` for the exact motion. An int ``n`` in
+    ``n_faces=None`` is the example video (480x384), one moving face as in Medusa's, or with
+    ``second_face=True`` the tracking demo, where a second face crosses in front of it: see the
+    module docstring and :func:`example_video_ground_truth` for the exact motion. An int ``n`` in
     ``[0, 5]`` is ``get_example_image(n)`` (512x512, exactly ``n`` faces) filmed by a slowly
     moving, zooming camera: every frame shows all ``n`` faces, whole.
 
@@ -377,6 +381,7 @@ def get_example_video(
         return_videoloader: return a :class:`VideoLoader` instead of the path.
         n_frames: number of frames (>= 2); the motion is the same for any count,
             sampled more or less finely.
+        second_face: (``n_faces=None`` only) add the second face that crosses the first.
         **kwargs: passed to :class:`VideoLoader` (e.g. ``batch_size``, ``device``).
 
     Returns:
@@ -389,12 +394,15 @@ def get_example_video(
     """
     _check_n_frames(n_frames)
     if n_faces is None:
-        path = _cache_dir() / f"example_video_v{_VERSION}_{n_frames}-frames.mp4"
+        faces = 2 if second_face else 1
+        path = _cache_dir() / f"example_video_v{_VERSION}_{n_frames}-frames_{faces}-faces-moving.mp4"
         if not path.is_file():
             layers = _source_layers(_astronaut())
-            frames = torch.stack([_composite(layers, m, _VIDEO_SIZE)[0] for m in _video_path_mats(n_frames)])
-            write_video(path, frames, fps=_VIDEO_FPS)
+            mats = _video_path_mats(n_frames)[:, :faces]
+            write_video(path, torch.stack([_composite(layers, m, _VIDEO_SIZE)[0] for m in mats]), fps=_VIDEO_FPS)
     else:
+        if second_face:
+            raise ValueError("second_face is for the moving example video (n_faces=None)")
         _check_n_faces(n_faces)
         path = _cache_dir() / f"example_video_v{_VERSION}_{n_faces}-faces_{n_frames}-frames.mp4"
         if not path.is_file():
