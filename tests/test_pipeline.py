@@ -96,6 +96,19 @@ def test_exported_pipeline_equals_eager_frame_by_frame(kind, landmark_path):
                     crops=kind != "landmarks")
 
 
+def test_exported_crops_sample_only_the_slots_in_use(landmark_path):
+    """Exported, the crops of the first 1, 4 or all slots are sampled (torch.cond on the faces found): same crops as eager."""
+    _, fused = _eager_and_fused("align", landmark_path)
+    program = torch.export.export(fused, (FRAMES[:2],), dynamic_shapes=({0: torch.export.Dim("batch", max=64)},))
+    assert any(node.target is torch.ops.higher_order.cond for node in program.graph.nodes)
+    with torch.no_grad():
+        for frames, most in ((FRAMES[2:4], 1), (FRAMES[1:3], 4), (FRAMES, 6)):
+            out = dict(zip(fused.output_names, program.module()(frames)))
+            want = fused.forward_dict(frames)
+            assert int(out["valid"].sum(1).max()) == most
+            assert torch.equal(out["imgs_crop"], want["imgs_crop"]) and torch.equal(out["valid"], want["valid"])
+
+
 def test_pipeline_shapes_and_dtypes(landmark_path):
     _, fused = _eager_and_fused("bbox", landmark_path)
     with torch.no_grad():
