@@ -134,7 +134,8 @@ def profile(video: Path, args, batch: int = 8) -> list[tuple[str, float]]:
     import torch
 
     from facecrop.detect.core import decode_scrfd, preprocess, select_faces
-    from facecrop.pipeline import build_pipeline, cut_crops
+    from facecrop.pipeline import _slot_crops, build_pipeline
+    from facecrop.runtime.decode_worker import _copy_rgb
     from facecrop.pipeline_config import PipelineConfig
     from facecrop.detect.letterbox import letterbox
     from facecrop.zoo import resolve_model
@@ -144,12 +145,15 @@ def profile(video: Path, args, batch: int = 8) -> list[tuple[str, float]]:
         start = time.perf_counter()
         raw = [f for _, f in zip(range(batch), container.decode(video=0))]
         rows.append(("decode (PyAV, H.264)", (time.perf_counter() - start) / batch * 1e3))
-    buffer = np.zeros((batch, 3, raw[0].height, raw[0].width), np.uint8)  # reused by the runtime: touched
+    buffer = np.zeros((batch, raw[0].height, raw[0].width, 3), np.uint8)  # reused by the runtime: touched
+    slot = memoryview(buffer).cast("B")
+    _copy_rgb(raw[0], slot, 0)  # the first call sets up swscale, which a video does once
     start = time.perf_counter()
-    for i, frame in enumerate(raw):  # as facecrop.runtime.decoder's child does
-        buffer[i] = frame.to_ndarray(format="rgb24").transpose(2, 0, 1)
-    frames = torch.from_numpy(buffer)
-    rows.append(("colour convert (swscale to RGB) into the planar batch", (time.perf_counter() - start) / batch * 1e3))
+    for i, frame in enumerate(raw):  # as facecrop.runtime.decode_worker does
+        _copy_rgb(frame, slot, i * buffer[0].size)
+    frames = torch.from_numpy(buffer).permute(0, 3, 1, 2)  # channels-last, as the runtime hands them over
+    rows.append(("colour convert (swscale to RGB) into the channels-last batch",
+                 (time.perf_counter() - start) / batch * 1e3))
     config = PipelineConfig(detector=str(resolve_model(args.detector, args.model_dir)),
                             landmarks=str(resolve_model(args.landmarks, args.model_dir)) if args.landmarks else None,
                             crop="align", det_size=(args.det_size, args.det_size), crop_size=args.crop_size)
@@ -166,7 +170,7 @@ def profile(video: Path, args, batch: int = 8) -> list[tuple[str, float]]:
         rows.append((name, (time.perf_counter() - start) / 3 / batch * 1e3))
         return out
 
-    torch._dynamo.config.capture_dynamic_output_shape_ops = True  # the crops work on the faces that exist
+    torch._dynamo.config.capture_dynamic_output_shape_ops = True  # the landmark net runs on the faces that exist
     with torch.inference_mode():
         x, _ = preprocess(frames, head.det_size, head.config)
         raw_out = head.net(x)
@@ -180,7 +184,8 @@ def profile(video: Path, args, batch: int = 8) -> list[tuple[str, float]]:
         timed("landmarks (crops + net, valid faces)", pipe.landmarks, frames, faces["bbox"], faces["valid"])
     with torch.inference_mode():
         out = pipe.forward_dict(frames)
-    timed("aligned crops (valid faces)", lambda f, m, v: cut_crops(f, m, v, pipe.crop_size), frames,
+    # Every slot, as a batch with a frame of more than 4 faces gets (fewer faces: 1 or 4 slots).
+    timed(f"aligned crops (all {head.max_faces} slots)", lambda f, m, v: _slot_crops(f, m, v, pipe.crop_size), frames,
           out["crop_mat"], out["valid"])
     start = time.perf_counter()
     arrays = {k: v.numpy() for k, v in out.items() if k != "imgs_crop"}
