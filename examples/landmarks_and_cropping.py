@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"NOTE: {name} not found, using a stand-in: {STANDIN_LABEL} "
                   "(the pictures that use it carry this label in red)")
         detector = SCRFDetector(model_path=str(detector_path), det_size=(224, 224))
-        img = get_example_image(dtype=torch.uint8)  # [1, 3, 512, 512], the astronaut photo
+        img = get_example_image(1, dtype=torch.uint8)  # [1, 3, 512, 512], the astronaut photo
         outputs = Outputs(args.out_dir)
         standin_106 = "2d106det" in standins
         checks = {"standins": standins, "standin_label": STANDIN_LABEL}

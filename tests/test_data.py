@@ -87,6 +87,11 @@ def test_example_image_options(cache_dir):
     assert path.suffix == ".png" and path.parent.parent == cache_dir
     mtime = path.stat().st_mtime_ns
     assert get_example_image(load=False) == [path] and path.stat().st_mtime_ns == mtime  # cached
+    # As Medusa's: the default image is the example video's first frame (the picture it encodes).
+    first = next(iter(get_example_video(n_frames=10, return_videoloader=True, batch_size=1)))
+    default = get_example_image()
+    assert default.shape == first.shape == (1, 3, 384, 480)
+    assert (default - first).abs().mean() < 2.0  # H.264 at high quality: within 2 grey levels on average
 
     pair = get_example_image([1, 3], dtype=torch.uint8, channels_last=True)
     assert pair.shape == (2, 512, 512, 3) and pair.dtype == torch.uint8

@@ -97,7 +97,7 @@ def _frames(path) -> torch.Tensor:
 def _photo() -> torch.Tensor:
     from facecrop import get_example_image
 
-    return get_example_image(dtype=torch.uint8)[0]  # [3, 512, 512]
+    return get_example_image(1, dtype=torch.uint8)[0]  # [3, 512, 512]
 
 
 def test_every_output_is_written_and_shows_something(run):

@@ -194,7 +194,14 @@ def _check_n_faces(n_faces) -> None:
         raise ValueError(f"n_faces must be None, an int in [0, {MAX_EXAMPLE_FACES}] or a list of them, got {n_faces!r}")
 
 
-def _example_image_path(n_faces: int) -> Path:
+def _example_image_path(n_faces: int | None) -> Path:
+    """The cached PNG of example image ``n_faces``; None is the example video's first frame."""
+    if n_faces is None:
+        path = _cache_dir() / f"example_frame_v{_VERSION}.png"
+        if not path.is_file():
+            frame, _ = _composite(_source_layers(_astronaut()), _video_path_mats(2)[0, :1], _VIDEO_SIZE)
+            _atomic_write_png(path, frame)
+        return path
     path = _cache_dir() / f"example_image_v{_VERSION}_{n_faces}-face.png"
     if not path.is_file():
         if n_faces == 0:
@@ -215,9 +222,10 @@ def get_example_image(
 ) -> torch.Tensor | list[Path]:
     """An example photograph with a known number of faces (offline, cached).
 
-    ``None`` or 1 is scikit-image's astronaut photo (one face); 0 is its coffee
-    photo (no face); 2 to 5 are the astronaut photo with 1 to 4 more copies of
-    her face pasted in (mirrored, smaller, rotated). All are 512x512.
+    ``None`` is, as in Medusa, the first frame of the example video (480x384, one face,
+    the picture that frame encodes); 1 is scikit-image's astronaut photo (one face); 0 is its
+    coffee photo (no face); 2 to 5 are the astronaut photo with 1 to 4 more copies of
+    her face pasted in (mirrored, smaller, rotated). These are 512x512.
 
     Args:
         n_faces: None, an int in [0, 5], or a list of them.
@@ -228,19 +236,22 @@ def get_example_image(
         dtype: dtype of the returned tensor (values 0-255 in any dtype).
 
     Returns:
-        images of shape (B, 3, 512, 512) (B = 1, or the list's length), or a path
-        (a list of paths when ``n_faces`` is a list) when ``load`` is False.
+        images of shape (B, 3, H, W) (B = 1, or the list's length), or, when ``load`` is False,
+        a list of paths (one for each image, as Medusa).
 
     Example:
         >>> get_example_image().shape
+        torch.Size([1, 3, 384, 480])
+        >>> get_example_image(1).shape
         torch.Size([1, 3, 512, 512])
         >>> get_example_image([0, 2], dtype=torch.uint8).dtype
         torch.uint8
     """
     many = isinstance(n_faces, (list, tuple))
-    counts = list(n_faces) if many else [1 if n_faces is None else n_faces]
+    counts = list(n_faces) if many else [n_faces]
     for n in counts:
-        _check_n_faces(n)
+        if n is not None or many:
+            _check_n_faces(n)
     paths = [_example_image_path(n) for n in counts]
     if not load:
         return paths
