@@ -91,7 +91,7 @@ def letterbox(frames: torch.Tensor, det_size: tuple[int, int]) -> tuple[torch.Te
 
     Example:
         >>> canvas, scale = letterbox(torch.full((1, 3, 100, 200), 7, dtype=torch.uint8), (64, 64))
-        >>> canvas.shape, float(scale), int(canvas[0, 0, 31, 63]), int(canvas[0, 0, 32, 0])
+        >>> canvas.shape, round(float(scale), 4), int(canvas[0, 0, 31, 63]), int(canvas[0, 0, 32, 0])
         (torch.Size([1, 3, 64, 64]), 0.32, 7, 0)
     """
     if frames.dtype != torch.uint8:
