@@ -194,6 +194,30 @@ def profile(video: Path, args, batch: int = 8) -> list[tuple[str, float]]:
     return rows
 
 
+def _size_wh(size: str) -> tuple[int, int]:
+    width, height = size.lower().split("x")
+    return int(width), int(height)
+
+
+def _size(text: str) -> str:
+    if text not in SIZES:
+        try:
+            _size_wh(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"size must be one of {', '.join(SIZES)} or WIDTHxHEIGHT, got {text!r}")
+    return text
+
+
+def _faces(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(n) for n in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"faces must be LO-HI, e.g. 0-3, got {text!r}") from None
+    if not 0 <= lo <= hi <= 12:
+        raise argparse.ArgumentTypeError(f"faces must satisfy 0 <= LO <= HI <= 12, got {text!r}")
+    return lo, hi
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=["export", "aoti"])
@@ -202,7 +226,9 @@ def main(argv=None) -> None:
     parser.add_argument("--det-size", type=int, default=224)
     parser.add_argument("--crop-size", type=int, default=112)
     parser.add_argument("--frames", type=int, default=150, help="frames per video")
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=SIZES)
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), type=_size,
+                        help="480p, 720p, 1080p or WIDTHxHEIGHT (e.g. 642x378)")
+    parser.add_argument("--faces", default="1-6", type=_faces, help="faces a frame holds, LO-HI (e.g. 0-3)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8, help="as `facecrop run`")
     parser.add_argument("--model-dir", type=Path, default=None)
@@ -229,7 +255,7 @@ def main(argv=None) -> None:
         print(f"exported {backend} in {time.perf_counter() - start:.0f} s: {bundles[backend]}", file=sys.stderr)
     rows = []
     for size in args.sizes:
-        video = ensure_video(args.out / "videos", args.frames, FRAME_SIZES[size])
+        video = ensure_video(args.out / "videos", args.frames, FRAME_SIZES.get(size) or _size_wh(size), args.faces)
         best: dict[str, dict] = {}
         for _ in range(args.repeats):
             for kind in ["insightface"] + list(args.backends):  # alternating: load drifts hit every row alike
@@ -250,7 +276,8 @@ def main(argv=None) -> None:
                          "ratio": r["fps"] / ref["fps"] if "fps" in r and "fps" in ref else None,
                          "rss_ratio": r["peak_rss_mb"] / ref["peak_rss_mb"] if "peak_rss_mb" in r and "peak_rss_mb" in ref else None})
     case = f"{args.detector}@{args.det_size}" + (f" + {args.landmarks}" if args.landmarks else "") + f" + align{args.crop_size}"
-    lines = [f"### {case}, CPU ({os.cpu_count()} cores), {args.frames} frames a video, best of {args.repeats}", "",
+    faces = f"{args.faces[0]}-{args.faces[1]} faces a frame"
+    lines = [f"### {case}, CPU ({os.cpu_count()} cores), {args.frames} frames a video, {faces}, best of {args.repeats}", "",
              "| video | pipeline | frames/s | x InsightFace | peak RSS MB | x RSS | faces | setup s |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -100,9 +100,10 @@ def compose_frame(n_faces: int, seed: int, size: tuple[int, int] = FRAME_SIZES["
     return frame
 
 
-def video_faces(index: int) -> int:
-    """Faces in frame ``index`` of the test video: 1, 2, ..., 6, 1, 2, ..."""
-    return 1 + index % 6
+def video_faces(index: int, faces: tuple[int, int] = (1, 6)) -> int:
+    """Faces in frame ``index`` of the test video: ``lo, lo + 1, ..., hi, lo, ...`` (default 1 to 6)."""
+    lo, hi = faces
+    return lo + index % (hi - lo + 1)
 
 
 def synthetic_frames(count: int, n_faces: int | None = None, size=FRAME_SIZES["720p"]) -> np.ndarray:
@@ -110,15 +111,17 @@ def synthetic_frames(count: int, n_faces: int | None = None, size=FRAME_SIZES["7
     return np.stack([compose_frame(n_faces or video_faces(i), seed=i, size=tuple(size)) for i in range(count)])
 
 
-def ensure_video(folder: Path, count: int, size=FRAME_SIZES["720p"]) -> Path:
+def ensure_video(folder: Path, count: int, size=FRAME_SIZES["720p"], faces: tuple[int, int] = (1, 6)) -> Path:
     """The cached test video ``folder/bench_<W>x<H>_<count>.mp4`` (H.264, yuv420p), built if absent.
 
+    ``faces``: the range of faces a frame holds (see :func:`video_faces`); other than 1-6 it is in the name.
     Written to a temporary name and renamed, so an interrupted build never leaves a short video.
     """
     import av
 
     width, height = size
-    path = folder / f"bench_{width}x{height}_{count}.mp4"
+    tag = "" if tuple(faces) == (1, 6) else f"_{faces[0]}-{faces[1]}faces"
+    path = folder / f"bench_{width}x{height}_{count}{tag}.mp4"
     if path.is_file():
         return path
     folder.mkdir(parents=True, exist_ok=True)
@@ -128,7 +131,7 @@ def ensure_video(folder: Path, count: int, size=FRAME_SIZES["720p"]) -> Path:
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": "18", "preset": "veryfast"}
         for i in range(count):
-            frame = av.VideoFrame.from_ndarray(compose_frame(video_faces(i), seed=i, size=size), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(compose_frame(video_faces(i, faces), seed=i, size=size), format="rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     tmp.rename(path)

@@ -67,3 +67,23 @@ def test_dataset_benchmark_runs(tmp_path):
     assert [r["pipeline"] for r in rows] == ["shell loop", "folder run"] and all(r["fps"] > 0 for r in rows)
     manifest = (tmp_path / "out" / "folder" / "manifest.jsonl").read_text().splitlines()
     assert len(manifest) == 2 and all(json.loads(line)["status"] == "done" for line in manifest)
+
+
+@pytest.mark.slow
+def test_cpu_video_benchmark_runs(tmp_path):
+    """``cpu_video.py`` end to end on two tiny videos of other sizes with 0-3 faces (figures not asserted)."""
+    model = real_model("det_500m")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cpu_video.py"), "--backends", "export",
+                           "--sizes", "480p", "322x240", "--faces", "0-3", "--frames", "8", "--repeats", "1",
+                           "--model-dir", str(model.parent), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["size"], r["pipeline"]) for r in rows] == [("480p", "insightface"), ("480p", "export"),
+                                                          ("322x240", "insightface"), ("322x240", "export")]
+    assert all("error" not in r and r["fps"] > 0 and r["frames"] == 8 for r in rows), rows
+    for ours, theirs in zip(rows[1::2], rows[::2]):
+        assert ours["faces"] == theirs["faces"] > 0  # the same faces found on the same frames
+    assert "0-3 faces a frame" in proc.stdout and "| stage | ms/frame |" in proc.stdout
+    videos = {p.name for p in (tmp_path / "videos").iterdir()}  # and the profile's 720p video
+    assert {"bench_322x240_8_0-3faces.mp4", "bench_854x480_8_0-3faces.mp4"} <= videos
