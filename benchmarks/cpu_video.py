@@ -147,7 +147,8 @@ def profile(video: Path, args, batch: int = 8) -> list[tuple[str, float]]:
         rows.append(("decode (PyAV, H.264)", (time.perf_counter() - start) / batch * 1e3))
     buffer = np.zeros((batch, raw[0].height, raw[0].width, 3), np.uint8)  # reused by the runtime: touched
     slot = memoryview(buffer).cast("B")
-    _copy_rgb(raw[0], slot, 0)  # the first call sets up swscale, which a video does once
+    for i, frame in enumerate(raw):  # set up swscale and touch the buffer, as a video does once
+        _copy_rgb(frame, slot, i * buffer[0].size)
     start = time.perf_counter()
     for i, frame in enumerate(raw):  # as facecrop.runtime.decode_worker does
         _copy_rgb(frame, slot, i * buffer[0].size)

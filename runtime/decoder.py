@@ -47,8 +47,9 @@ class DecoderDied(RuntimeError):
 class Decoder:
     """Batches of ``video``'s frames from ``skip`` on, decoded by a child process.
 
-    Iterate to get :class:`Batch` items (one frame size per batch: where a stream changes
-    size, a batch ends), then one :class:`End`. ``max_frame_bytes`` bounds ``3 * H * W``.
+    Iterate to get :class:`Batch` items of ``batch_size`` frames, fewer for frames above 720p (see
+    :func:`decode_worker.frames_per_batch`), one frame size per batch (where a stream changes size,
+    a batch ends), then one :class:`End`. ``max_frame_bytes`` bounds ``3 * H * W``.
     """
 
     def __init__(self, video: str, batch_size: int, skip: int, max_frame_bytes: int):

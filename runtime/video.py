@@ -163,7 +163,8 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
     Args:
         bundle: a loaded :class:`~facecrop.runtime.Bundle`. video: any file FFmpeg decodes.
         output: the results file, written atomically at the end (arrays in ``bundles/README.md``).
-        batch_size: frames per module call.
+        batch_size: frames per module call; frames above 720p come in smaller batches, so that a batch
+            holds at most 24 MiB of frames (4 at 1080p, 1 at 4K).
         save_crops: also store ``imgs_crop [N, 3, S, S]`` of every valid face, with
             ``crop_frame_index [N]`` and ``crop_slot [N]``.
         resume: continue the interrupted run recorded in ``<output>.partial/``.
