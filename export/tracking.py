@@ -99,3 +99,13 @@ def filter_faces(face_idx: torch.Tensor, n_img: int, present_threshold: float = 
     """
     _, inverse, counts = face_idx.unique(return_inverse=True, return_counts=True)
     return (counts.float() / max(n_img, 1) >= present_threshold)[inverse]
+
+
+def _ensure_consecutive_face_idx(face_idx: torch.Tensor) -> torch.Tensor:
+    """The same identities renumbered ``0, 1, ...`` in order (Medusa's helper of the same name).
+
+    Example:
+        >>> _ensure_consecutive_face_idx(torch.tensor([0, 5, 1, 5]))
+        tensor([0, 2, 1, 2])
+    """
+    return torch.unique(face_idx, return_inverse=True)[1]

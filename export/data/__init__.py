@@ -38,6 +38,7 @@ from facecrop.io import VideoLoader
 __all__ = [
     "example_image_ground_truth",
     "example_video_ground_truth",
+    "get_external_data_config",
     "get_example_image",
     "get_example_video",
 ]
@@ -415,7 +416,32 @@ def get_example_video(
         if second_face:
             raise ValueError("second_face is for the moving example video (n_faces=None)")
         _check_n_faces(n_faces)
-        path = _cache_dir() / f"example_video_v{_VERSION}_{n_faces}-faces_{n_frames}-frames.mp4"
+        # Named as Medusa's (``2_face.mp4``): Medusa code reads the face count off the name's first character.
+        path = _cache_dir() / f"{n_faces}_face_v{_VERSION}_{n_frames}-frames.mp4"
         if not path.is_file():
             write_video(path, _camera_move(_read_png(_example_image_path(n_faces)), n_frames), fps=_VIDEO_FPS)
     return VideoLoader(path, **kwargs) if return_videoloader else path
+
+
+def get_external_data_config(key: str | None = None) -> dict[str, Path] | Path:
+    """Where the external model files are, as Medusa's function of the same name says it.
+
+    facecrop's one entry is ``insightface_path``: the ``buffalo_l`` pack folder in the model folder
+    (``$FACECROP_MODEL_DIR``, else ``~/.facecrop/models``), where ``facecrop models fetch buffalo_l``
+    puts ``2d106det.onnx``, ``1k3d68.onnx`` and ``det_10g.onnx``. Medusa's other entries (FLAME,
+    DECA, EMOCA, MICA) are reconstruction models, which facecrop does not have.
+
+    Example:
+        >>> get_external_data_config("insightface_path").name
+        'buffalo_l'
+    """
+    from facecrop.zoo import default_model_dir
+
+    config = {"insightface_path": default_model_dir() / "buffalo_l"}
+    if key is None:
+        return config
+    if key not in config:
+        raise KeyError(f"{key!r} is not in facecrop's external data (it has {sorted(config)}); Medusa's "
+                       "reconstruction models are not part of facecrop")
+    return config[key]
+

@@ -1,4 +1,4 @@
-"""Face detection (Medusa's ``medusa.detect``): :class:`SCRFDetector`.
+"""Face detection (Medusa's ``medusa.detect``): :class:`SCRFDetector` (Medusa's ``YunetDetector`` is not provided).
 
 ``core`` holds the static-shape functional core shared with the fused module, ``letterbox``
 InsightFace's resize inside the graph, ``scrfd`` the eager Medusa class, ``base`` what the
@@ -7,4 +7,5 @@ eager classes share.
 
 from facecrop._lazy import lazy_names
 
-__getattr__, __all__ = lazy_names(__name__, {"SCRFDetector": "facecrop.detect.scrfd"})
+__getattr__, __all__ = lazy_names(__name__, {"SCRFDetector": "facecrop.detect.scrfd",
+                                              "YunetDetector": "facecrop.detect.yunet"})
