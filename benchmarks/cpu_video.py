@@ -134,7 +134,7 @@ def profile(video: Path, args, batch: int = 8) -> list[tuple[str, float]]:
     import torch
 
     from facecrop.detect.core import decode_scrfd, preprocess, select_faces
-    from facecrop.pipeline import _slot_crops, build_pipeline
+    from facecrop.pipeline import build_pipeline, cut_crops
     from facecrop.runtime.decode_worker import _copy_rgb
     from facecrop.pipeline_config import PipelineConfig
     from facecrop.detect.letterbox import letterbox
@@ -185,8 +185,9 @@ def profile(video: Path, args, batch: int = 8) -> list[tuple[str, float]]:
         timed("landmarks (crops + net, valid faces)", pipe.landmarks, frames, faces["bbox"], faces["valid"])
     with torch.inference_mode():
         out = pipe.forward_dict(frames)
-    # Every slot, as a batch with a frame of more than 4 faces gets (fewer faces: 1 or 4 slots).
-    timed(f"aligned crops (all {head.max_faces} slots)", lambda f, m, v: _slot_crops(f, m, v, pipe.crop_size), frames,
+    # Compiled, as in a bundle: about as many crops as the batch has faces.
+    timed(f"aligned crops ({int(out['valid'].sum())} faces in {batch} frames)",
+          lambda f, m, v: cut_crops(f, m, v, pipe.crop_size), frames,
           out["crop_mat"], out["valid"])
     start = time.perf_counter()
     arrays = {k: v.numpy() for k, v in out.items() if k != "imgs_crop"}

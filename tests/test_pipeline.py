@@ -97,15 +97,19 @@ def test_exported_pipeline_equals_eager_frame_by_frame(kind, landmark_path):
 
 
 def test_exported_crops_sample_only_the_slots_in_use(landmark_path):
-    """Exported, the crops of the first 1, 4 or all slots are sampled (torch.cond on the faces found): same crops as eager."""
+    """Exported, 1, 2 or 4 crops a frame or all K slots are sampled (torch.cond on the faces found): same crops as eager."""
     _, fused = _eager_and_fused("align", landmark_path)
     program = torch.export.export(fused, (FRAMES[:2],), dynamic_shapes=({0: torch.export.Dim("batch", max=64)},))
     assert any(node.target is torch.ops.higher_order.cond for node in program.graph.nodes)
     with torch.no_grad():
-        for frames, most in ((FRAMES[2:4], 1), (FRAMES[1:3], 4), (FRAMES, 6)):
+        # Faces per frame 1+0, 4+1+0, 4+1, 6+4+1+0, 6+4 and 6 at batch 1: each branch, with valid
+        # faces in slots that are not the first ones of the batch (the packing matters).
+        for frames, faces, branch in ((FRAMES[2:4], 1, 1), (FRAMES[1:4], 5, 2), (FRAMES[1:3], 5, 4),
+                                      (FRAMES, 11, 4), (FRAMES[:2], 10, 8), (FRAMES[:1], 6, 8)):
             out = dict(zip(fused.output_names, program.module()(frames)))
             want = fused.forward_dict(frames)
-            assert int(out["valid"].sum(1).max()) == most
+            assert int(out["valid"].sum()) == faces
+            assert branch == next((m for m in (1, 2, 4) if faces <= m * len(frames)), 8)  # the case takes that branch
             assert torch.equal(out["imgs_crop"], want["imgs_crop"]) and torch.equal(out["valid"], want["valid"])
 
 
