@@ -236,6 +236,11 @@ def sample_crops(frames: torch.Tensor, crop_mat: torch.Tensor, frame_index: torc
     # the index arithmetic in range, and sending NaN/inf (singular matrices) out of the frame gives zeros.
     x_src = torch.nan_to_num(x_src, nan=-2.0, posinf=-2.0, neginf=-2.0).clamp(-2.0, width + 1.0)
     y_src = torch.nan_to_num(y_src, nan=-2.0, posinf=-2.0, neginf=-2.0).clamp(-2.0, height + 1.0)
+    # Stacked into one buffer, the source coordinates are computed once per crop pixel: left to
+    # themselves, compilers inline their arithmetic (matrix inverse, NaN checks) into every gathered
+    # tap of every channel. Stacking these rather than the taps' offsets and weights (6x the bytes)
+    # took 32 crops from 480p frames from 9.45 to 7.82 ms compiled (same pixels).
+    x_src, y_src = torch.stack([x_src, y_src]).unbind(0)
     x0f, y0f = x_src.floor(), y_src.floor()
     fx, fy = x_src - x0f, y_src - y0f  # [N, h, w]
     x0, y0 = x0f.long(), y0f.long()
@@ -253,13 +258,7 @@ def sample_crops(frames: torch.Tensor, crop_mat: torch.Tensor, frame_index: torc
     row1 = base + (y0 + 1).clamp(0, height - 1) * row_stride
     col0 = x0.clamp(0, width - 1) * channels
     col1 = (x0 + 1).clamp(0, width - 1) * channels
-    # Stacked into buffers, the offsets and weights are computed once for all channels: left to
-    # themselves, compilers inline their arithmetic (matrix inverse, floors, masks) into every
-    # gathered element of every channel (1.80 vs 1.36 ms/frame compiled, 8 slots, 720p frames).
-    offsets = torch.stack([row0 + col0, row0 + col1, row1 + col0, row1 + col1])  # [4, N, h, w]
-    weights = torch.stack([wx0, wx1, wy0, wy1])  # [4, N, h, w]
-    off00, off01, off10, off11 = offsets.unbind(0)
-    wx0, wx1, wy0, wy1 = weights.unbind(0)
+    off00, off01, off10, off11 = row0 + col0, row0 + col1, row1 + col0, row1 + col1  # [N, h, w]
     # One channel at a time, sharing the [N, h, w] offsets and weights: about twice as fast,
     # compiled, as gathering with [N, C, h, w] indices at once (measured on 720p frames).
     planes = []

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .bundle import Bundle
-from .decode_worker import declared_end
+from .decode_worker import declared_end, frames_per_batch
 from .decoder import Batch, Decoder, DecoderDied, End
 from .progress import Progress
 
@@ -139,8 +139,8 @@ def _check_output(output: Path) -> None:
         raise VideoError(f"cannot write {output}: {err.strerror}") from None
 
 
-def _video_info(video: Path) -> tuple[int, dict]:
-    """Open the video once to check it has a video stream; returns (expected frames or 0, identity)."""
+def _video_info(video: Path) -> tuple[int, tuple[int, int], dict]:
+    """Open the video once to check it has a video stream; returns (expected frames or 0, (width, height), identity)."""
     if not video.is_file():
         raise VideoError(f"video {video} not found")
     try:
@@ -149,10 +149,11 @@ def _video_info(video: Path) -> tuple[int, dict]:
                 raise VideoError(f"{video} has no video stream")
             stream = container.streams.video[0]
             expected = stream.frames or round((declared_end(stream) or 0) * float(stream.average_rate or 0))
+            size = (stream.codec_context.width, stream.codec_context.height)
     except av.error.FFmpegError as err:
         raise VideoError(f"cannot open {video} as a video: {err}") from None
     stat = video.stat()
-    return expected, {"video": str(video.absolute()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return expected, size, {"video": str(video.absolute()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_size: int = 8,
@@ -189,7 +190,7 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
     if save_crops and "imgs_crop" not in bundle.output_names:
         raise ValueError(f"save_crops needs a bundle with crops; this one outputs {bundle.output_names}")
     _check_output(output)
-    expected, identity = _video_info(video)
+    expected, (width, height), identity = _video_info(video)
     identity.update(artifact_sha256=bundle.manifest["artifact"]["sha256"], save_crops=save_crops)
     checkpoint = _Checkpoint(output, identity, resume)
     done = checkpoint.frames_done
@@ -203,6 +204,8 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
     threads = torch.get_num_threads()
     if bundle.device.type == "cpu":  # one thread fewer: the decoding process gets a core of its own
         torch.set_num_threads(max(1, threads - 1))
+    # While the decoding process starts (about 100 ms before its first batch), as the video's batches come.
+    bundle.warm_up(min(frames_per_batch(batch_size, width, height), max(1, expected - done)))
     pending, pending_frames = [], 0
     try:
         for item in decoder:

@@ -377,7 +377,7 @@ def test_resume_after_injected_failure(bundle, tmp_path, photo_frames):
     class FailsAfter:
         def __init__(self, n):
             self.n, self.side_bounds, self.output_names = n, bundle.side_bounds, bundle.output_names
-            self.manifest, self.device = bundle.manifest, bundle.device
+            self.manifest, self.device, self.warm_up = bundle.manifest, bundle.device, bundle.warm_up
 
         def __call__(self, frames):
             self.n -= 1
@@ -409,7 +409,7 @@ def test_resume_after_kill(bundle_path, tmp_path, photo_frames):
         bundle = rt.load_bundle({str(bundle_path)!r})
         slow = lambda frames: (time.sleep(0.3), bundle(frames))[1]
         slow.__dict__.update(side_bounds=bundle.side_bounds, output_names=bundle.output_names, manifest=bundle.manifest,
-                             device=bundle.device)
+                             device=bundle.device, warm_up=bundle.warm_up)
         rt.process_video(slow, {str(video)!r}, {str(out)!r}, batch_size=2, progress=False, checkpoint_frames=2)
     """)
     proc = subprocess.Popen([sys.executable, "-c", code])
