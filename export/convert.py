@@ -27,6 +27,7 @@ onnx2torch conversion from being compiled or batched:
 
 from __future__ import annotations
 
+import operator
 import warnings
 from pathlib import Path
 
@@ -245,6 +246,41 @@ def _make_batch_generic(gm: torch.fx.GraphModule, example: torch.Tensor) -> torc
     return gm
 
 
+def _conv_geometry(conv: nn.Conv2d) -> tuple:
+    return (conv.in_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.padding_mode,
+            conv.bias is not None, conv.weight.dtype)
+
+
+def _merge_sibling_convs(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Fuse ungrouped ``Conv2d`` calls on the same input with the same geometry into one, split after."""
+    for node in list(gm.graph.nodes):
+        siblings: dict[tuple, list[torch.fx.Node]] = {}
+        for user in node.users:
+            module = gm.get_submodule(user.target) if user.op == "call_module" else None
+            if isinstance(module, nn.Conv2d) and module.groups == 1 and user.args == (node,) and not user.kwargs:
+                siblings.setdefault(_conv_geometry(module), []).append(user)
+        for convs in (group for group in siblings.values() if len(group) > 1):
+            modules = [gm.get_submodule(conv.target) for conv in convs]
+            first = modules[0]
+            widths = [m.out_channels for m in modules]
+            merged = nn.Conv2d(first.in_channels, sum(widths), first.kernel_size, first.stride, first.padding,
+                               first.dilation, bias=first.bias is not None, padding_mode=first.padding_mode)
+            merged.weight.data = torch.cat([m.weight.data for m in modules])
+            if first.bias is not None:
+                merged.bias.data = torch.cat([m.bias.data for m in modules])
+            name = f"merged_{convs[0].name}"
+            gm.add_submodule(name, merged)
+            with gm.graph.inserting_before(min(convs, key=lambda c: list(gm.graph.nodes).index(c))):
+                parts = gm.graph.call_function(torch.split, (gm.graph.call_module(name, (node,)), widths, 1))
+                for i, conv in enumerate(convs):
+                    conv.replace_all_uses_with(gm.graph.call_function(operator.getitem, (parts, i)))
+            for conv in convs:
+                gm.graph.erase_node(conv)
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm
+
+
 def _own_storage(module: nn.Module) -> None:
     """Give every parameter and buffer its own storage.
 
@@ -313,7 +349,7 @@ def convert_onnx(model: onnx.ModelProto | str | Path, height: int, width: int) -
     gm = _static_onnx_to_torch(folded)
     channels = input_shape(fixed)[1]
     example = torch.rand(1, channels, height, width, generator=torch.Generator().manual_seed(0))
-    gm = _make_batch_generic(gm, example)
+    gm = _merge_sibling_convs(_make_batch_generic(gm, example))
     _own_storage(gm)
     names = tuple(o.name for o in folded.graph.output)
     return ConvertedNet(gm, names).eval().requires_grad_(False)

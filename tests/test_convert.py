@@ -45,6 +45,23 @@ def test_batched_conversion_matches_onnxruntime_per_frame(name):
 
 
 @pytest.mark.parametrize("name", DETECTORS)
+def test_convolutions_on_one_tensor_run_as_one(name):
+    """SCRFD's score, box and keypoint heads read the same tensor: converted, each stride's are one convolution."""
+    path = real_model(name)
+    convs = [node for node in onnx.load(str(path)).graph.node if node.op_type == "Conv"]
+    readers: dict[tuple, int] = {}  # (input, kernel, strides, pads, ...) -> convolutions; ungrouped ones only
+    for node in convs:
+        attributes = {a.name: tuple(onnx.helper.get_attribute_value(a)) if a.ints else a.i for a in node.attribute}
+        if attributes.get("group", 1) == 1:
+            key = (node.input[0], len(node.input), *sorted(attributes.items()))
+            readers[key] = readers.get(key, 0) + 1
+    merged_away = sum(n - 1 for n in readers.values() if n > 1)
+    assert merged_away >= 6  # three strides, three heads each
+    net = convert_onnx(path, *SIZES[name])
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in net.modules()) == len(convs) - merged_away
+
+
+@pytest.mark.parametrize("name", DETECTORS)
 def test_export_with_dynamic_batch_saves_and_loads(name, tmp_path):
     path = real_model(name)
     height, width = SIZES[name]
