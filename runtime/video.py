@@ -204,10 +204,11 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
     threads = torch.get_num_threads()
     if bundle.device.type == "cpu":  # one thread fewer: the decoding process gets a core of its own
         torch.set_num_threads(max(1, threads - 1))
-    # While the decoding process starts (about 100 ms before its first batch), as the video's batches come.
-    bundle.warm_up(min(frames_per_batch(batch_size, width, height), max(1, expected - done)))
     pending, pending_frames = [], 0
     try:
+        # While the decoding process starts (about 100 ms before its first batch), as the video's batches
+        # come; a container that does not declare the frame size gets batch_size.
+        bundle.warm_up(min(frames_per_batch(batch_size, max(1, width), max(1, height)), max(1, expected - done)))
         for item in decoder:
             if isinstance(item, End):
                 break
