@@ -243,7 +243,9 @@ def sample_crops(frames: torch.Tensor, crop_mat: torch.Tensor, frame_index: torc
     x_src, y_src = torch.stack([x_src, y_src]).unbind(0)
     x0f, y0f = x_src.floor(), y_src.floor()
     fx, fy = x_src - x0f, y_src - y0f  # [N, h, w]
-    x0, y0 = x0f.long(), y0f.long()
+    # Offsets within a frame fit in int32 (4096 x 4096 x 3 < 2^31), and int32 index arithmetic
+    # vectorises twice as wide; only the frame's base offset needs int64.
+    x0, y0 = x0f.int(), y0f.int()
     # A tap outside the frame weighs 0 (the zero border); its index is clamped only to stay in range.
     wx0 = torch.where((x0 >= 0) & (x0 < width), 1 - fx, 0.0)
     wx1 = torch.where((x0 >= -1) & (x0 < width - 1), fx, 0.0)
@@ -254,18 +256,18 @@ def sample_crops(frames: torch.Tensor, crop_mat: torch.Tensor, frame_index: torc
     flat = frames.permute(0, 2, 3, 1).reshape(-1)
     row_stride = width * channels
     base = (frame_index * (height * row_stride)).view(-1, 1, 1)  # [N, 1, 1]: the frame in the flat buffer
-    row0 = base + y0.clamp(0, height - 1) * row_stride
-    row1 = base + (y0 + 1).clamp(0, height - 1) * row_stride
+    row0 = y0.clamp(0, height - 1) * row_stride
+    row1 = (y0 + 1).clamp(0, height - 1) * row_stride
     col0 = x0.clamp(0, width - 1) * channels
     col1 = (x0 + 1).clamp(0, width - 1) * channels
-    off00, off01, off10, off11 = row0 + col0, row0 + col1, row1 + col0, row1 + col1  # [N, h, w]
-    # One channel at a time, sharing the [N, h, w] offsets and weights: about twice as fast,
-    # compiled, as gathering with [N, C, h, w] indices at once (measured on 720p frames).
+    offsets = [base + (row + col) for row in (row0, row1) for col in (col0, col1)]  # 4 x [N, h, w]
+    # Every offset is in range by construction, so the gathers skip the bounds checks and the
+    # negative-index wrap that indexing compiles into each tap. With int32 offsets: 11.2 -> 8.9 ms
+    # for 28 crops from 480p frames, compiled, same pixels.
     planes = []
     for c in range(channels):
-        top = wx0 * flat[off00 + c].to(dtype) + wx1 * flat[off01 + c].to(dtype)
-        bottom = wx0 * flat[off10 + c].to(dtype) + wx1 * flat[off11 + c].to(dtype)
-        planes.append(wy0 * top + wy1 * bottom)
+        p00, p01, p10, p11 = (torch.ops.aten._unsafe_index(flat, [off + c]).to(dtype) for off in offsets)
+        planes.append(wy0 * (wx0 * p00 + wx1 * p01) + wy1 * (wx0 * p10 + wx1 * p11))
     crops = torch.stack(planes, 1)  # [N, C, h, w]
     return crops
 
