@@ -29,7 +29,6 @@ FORMAT_VERSION = "3.0"
 MANIFEST = "manifest.json"
 # Frame sides every bundle accepts, in pixels: from a thumbnail to 4K/DCI.
 MIN_SIDE, MAX_SIDE = 16, 4096
-COORD_OUTPUTS = ("bbox", "lms", "crop_mat")
 
 
 class BundleError(ValueError):
