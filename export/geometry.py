@@ -263,7 +263,8 @@ def sample_crops(frames: torch.Tensor, crop_mat: torch.Tensor, frame_index: torc
     offsets = [base + (row + col) for row in (row0, row1) for col in (col0, col1)]  # 4 x [N, h, w]
     # Every offset is in range by construction, so the gathers skip the bounds checks and the
     # negative-index wrap that indexing compiles into each tap. With int32 offsets: 11.2 -> 8.9 ms
-    # for 28 crops from 480p frames, compiled, same pixels.
+    # for 28 crops from 480p frames, compiled, same pixels. One channel at a time, sharing the offsets
+    # and weights: about twice as fast, compiled, as gathering [N, C, h, w] indices at once (720p frames).
     planes = []
     for c in range(channels):
         p00, p01, p10, p11 = (torch.ops.aten._unsafe_index(flat, [off + c]).to(dtype) for off in offsets)
