@@ -25,7 +25,8 @@ import torch
 # 2.0: one bundle serves every frame size (format 1 bundles took one fixed size).
 # 3.0: input.memory_format: the artifact takes channels-last frames (a format 2 runtime would hand it
 # contiguous ones, which a compiled artifact reads wrongly); format 2 bundles still load.
-FORMAT_VERSION = "3.0"
+# 3.1: artifact.inductor_configs records how an aoti artifact was compiled (informative only).
+FORMAT_VERSION = "3.1"
 MANIFEST = "manifest.json"
 # Frame sides every bundle accepts, in pixels: from a thumbnail to 4K/DCI.
 MIN_SIDE, MAX_SIDE = 16, 4096

@@ -96,7 +96,7 @@ def test_layout_and_manifest(tmp_path):
     assert sorted(p.name for p in path.iterdir()) == ["golden.npz", "manifest.json", "model.pt2"]
     assert [p.name for p in (tmp_path / "toy").iterdir()] == ["1.2.3"]  # no temp folder left
     m = json.loads((path / "manifest.json").read_text())
-    assert m["format_version"] == "3.0" and m["version"] == "1.2.3" and m["name"] == "toy"
+    assert m["format_version"] == "3.1" and m["version"] == "1.2.3" and m["name"] == "toy"
     assert m["backend"] == "export" and m["device"] == "cpu" and m["dtype"] == "fp32"
     assert "frame_size" not in m["config"] and m["config"]["max_faces"] == 2
     assert m["environment"]["torch"] == torch.__version__ and "torchvision" in m["environment"]

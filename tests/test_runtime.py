@@ -172,7 +172,7 @@ def test_tampered_artifact(bundle_path, tmp_path):
 def test_future_and_old_formats(bundle_path, tmp_path):
     path = copy_bundle(bundle_path, tmp_path / "b")
     edit_manifest(path, format_version="4.0")
-    with pytest.raises(BundleError, match="format version 4.0, newer than this runtime's 3.0"):
+    with pytest.raises(BundleError, match="format version 4.0, newer than this runtime's 3.1"):
         load_bundle(path)
     edit_manifest(path, format_version="1.0")  # one fixed frame size: re-export
     with pytest.raises(BundleError, match="format version 1.0, which took one fixed frame size.*re-export"):
