@@ -67,8 +67,10 @@ def _run_one(args: argparse.Namespace) -> None:
     """``facecrop run BUNDLE VIDEO -o OUT.npz``: load and verify the bundle, process the video, optionally overlay."""
     from facecrop.overlay import write_overlay
     from facecrop.runtime import load_bundle, process_video
+    from facecrop.runtime.decoder import start_early
 
     start = time.perf_counter()
+    start_early()  # the decoding process starts up while the bundle loads
     bundle = load_bundle(args.bundle, device=args.device)
     print(f"loaded {bundle!r} in {time.perf_counter() - start:.1f} s (golden self-check passed)", file=sys.stderr)
     start = time.perf_counter()

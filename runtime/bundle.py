@@ -73,8 +73,7 @@ def resolve_device(manifest: dict, device: str | torch.device | None) -> torch.d
     """The device to run on: the bundle's own unless ``device`` names another index of the same type."""
     built = torch.device(manifest["device"])
     target = built if device is None else torch.device(device)
-    # Compiled artifacts bake the device into their kernels (AOTInductor, TensorRT) or constants
-    # (traced TorchScript), so only the device index may differ from the build.
+    # Compiled artifacts bake the device type into their kernels or constants: only the index may differ.
     if target.type != built.type:
         raise BundleError(
             f"bundle was built for device {built.type!r} and cannot run on {target.type!r}; "
@@ -112,12 +111,10 @@ def check_pt2_archive(path: Path) -> None:
 
 
 def reuse_freed_memory() -> None:
-    """Let this process's C allocator keep freed memory for reuse (glibc; elsewhere nothing).
+    """Let glibc keep freed memory for reuse (elsewhere nothing), unless ``MALLOC_MMAP_THRESHOLD_`` is set.
 
-    A module call allocates tens of MB of intermediates. glibc hands large blocks back to the OS
-    as they are freed, so every batch page-faults them in anew: 22,800 faults and 30% of the time
-    of a 720p batch of 16 (measured). Kept, they are reused, and the peak memory stays what it was.
-    :func:`load_bundle` calls this unless ``MALLOC_MMAP_THRESHOLD_`` is set (then yours rules).
+    A module call allocates tens of MB of intermediates; handed back to the OS as they are freed,
+    every batch page-faults them in anew: 22,800 faults and 30% of a 720p batch of 16 (measured).
     """
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return
@@ -156,14 +153,10 @@ def load_artifact(path: Path, backend: str, device: torch.device):
 def compare_outputs(expected: dict, actual: dict, tolerance: dict) -> dict[str, float]:
     """Largest differences between two output dicts (numpy arrays) on the faces valid in ``expected``.
 
-    Args:
-        expected, actual: ``{name: array [B, K, ...]}`` with the same names and shapes.
-        tolerance: ``coords_px`` (bbox, lms, any other float output, and crop_mat measured as the
-            crop-pixel displacement of the landmarks it maps), ``conf``,
-            ``crop_grey`` (grey levels) and ``crop_stat`` (``'max'`` or ``'mean'`` over crop pixels).
-
-    Returns:
-        ``{name: difference}``. Raises BundleError naming every output beyond its tolerance.
+    ``expected``, ``actual``: ``{name: array [B, K, ...]}``; ``tolerance``: ``coords_px`` (bbox, lms, other
+    float outputs, and crop_mat as the crop-pixel displacement of the landmarks it maps), ``conf``,
+    ``crop_grey`` and ``crop_stat`` (``'max'`` or ``'mean'`` over crop pixels). Returns ``{name:
+    difference}``; raises BundleError naming every output beyond its tolerance.
     """
     if sorted(expected) != sorted(actual):
         raise BundleError(f"outputs differ: expected {sorted(expected)}, got {sorted(actual)}")
@@ -215,15 +208,11 @@ def check_frames(frames, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE) -> 
 class Bundle:
     """A loaded, verified bundle: call it on ``uint8 [B, 3, H, W]`` RGB frames of any size within its bounds.
 
-    Attributes:
-        path: the bundle folder.
-        manifest: the parsed ``manifest.json``.
-        device: where the module runs.
-        side_bounds: ``(min_side, max_side)`` in pixels that H and W may take.
-        output_names: names of the outputs, in the module's order.
-        module: the artifact itself; it takes frames in ``memory_format`` only (an AOTInductor
-            artifact reads other layouts wrongly, silently), which calling the bundle ensures.
-        golden_diffs: ``{output: largest difference}`` of the golden self-check (None if skipped).
+    Attributes: ``path`` (the folder), ``manifest`` (parsed), ``device``, ``side_bounds`` (``(min, max)``
+    px for H and W), ``output_names`` (the module's order), ``golden_diffs`` (``{output: largest
+    difference}`` of the golden self-check, None if skipped) and ``module``, the artifact itself: it takes
+    frames in ``memory_format`` only (AOTInductor reads other layouts wrongly, silently), which calling
+    the bundle ensures.
     """
 
     def __init__(self, path: Path, manifest: dict, module, device: torch.device):
@@ -244,12 +233,9 @@ class Bundle:
         return dict(zip(self.output_names, outputs))
 
     def warm_up(self, batch: int) -> None:
-        """Run the module once on ``batch`` blank frames of the smallest size, unless it has run at that batch.
-
-        The first call at a batch size is the slow one: on the CPU, oneDNN compiles the convolutions
-        for their shapes then (det_500m, batch 8: 74 instead of 41 ms). ``process_video`` calls this
-        while the decoding process starts, when nothing else could run.
-        """
+        """Run the module once on ``batch`` blank frames, unless it has run at that batch: the first call at
+        a batch size is the slow one (oneDNN compiles the convolutions for their shapes; det_500m, batch 8:
+        74 instead of 41 ms). ``process_video`` calls this while the decoding process starts."""
         if batch not in self._warm_batches:
             low = self.side_bounds[0]
             self(torch.zeros((batch, 3, low, low), dtype=torch.uint8))
@@ -282,13 +268,9 @@ def verify_golden(bundle: Bundle) -> dict[str, float]:
 def load_bundle(path: str | Path, device: str | torch.device | None = None, verify: bool = True) -> Bundle:
     """Load a bundle folder after checking its format version, SHA-256s and device.
 
-    Args:
-        path: the bundle folder ``bundles/<name>/<version>``.
-        device: ``None`` for the device it was built for, or another index of that device type.
-        verify: run the golden self-check (3 frames at two sizes) before returning.
-
-    Returns:
-        A :class:`Bundle`. Raises :class:`BundleError` for anything that makes it unusable here.
+    ``path``: the folder ``bundles/<name>/<version>``; ``device``: ``None`` for the one it was built for, or
+    another index of that device type; ``verify``: run the golden self-check (3 frames, two sizes) first.
+    Returns a :class:`Bundle`; raises :class:`BundleError` for anything that makes it unusable here.
 
     Example:
         >>> bundle = load_bundle("bundles/det_500m-align112-det224-export-cpu-fp32/1.0.0")  # doctest: +SKIP

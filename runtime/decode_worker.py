@@ -1,11 +1,12 @@
 """The decoding process: decode a video, convert each frame to RGB into shared-memory slots.
 
-Run by path by :class:`facecrop.runtime.decoder.Decoder`, with the slots' file descriptors. It
-imports PyAV and the standard library only (not even NumPy: 50 ms less before the first frame).
-Messages are JSON lines: on stdout, which slot holds which frames, then the end (or an error);
-on stdin, the slots the parent has finished with.
+Run by path by :class:`facecrop.runtime.decoder.Decoder`, with the slots' file descriptors; imports
+PyAV and the standard library only (not even NumPy: 50 ms less before the first frame). JSON lines:
+on stdin the job (``{"video", "batch_size", "skip", "max_frame_bytes"}``: the process can start
+before its video is known), then the slots the parent is done with; on stdout, which slot holds
+which frames, then the end (or an error).
 
-    python decode_worker.py VIDEO BATCH_SIZE SKIP MAX_FRAME_BYTES FD [FD ...]
+    python decode_worker.py FD [FD ...]
 """
 
 from __future__ import annotations
@@ -118,8 +119,11 @@ def serve(video: str, batch_size: int, skip: int, max_frame_bytes: int, fds: lis
 
 
 if __name__ == "__main__":
+    job = sys.stdin.readline()  # empty: the parent left without giving a video
     try:
-        serve(sys.argv[1], *map(int, sys.argv[2:5]), [int(fd) for fd in sys.argv[5:]])
+        if job:
+            job = json.loads(job)
+            serve(job["video"], job["batch_size"], job["skip"], job["max_frame_bytes"], [int(fd) for fd in sys.argv[1:]])
     except BrokenPipeError:
         pass  # the parent stopped listening
     except Exception as err:  # handed to the parent, which raises it in the caller's thread

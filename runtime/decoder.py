@@ -1,11 +1,10 @@
 """Decode a video in a child process, into batches of RGB frames in shared memory.
 
-A compiled module holds the GIL while it runs (AOTInductor's loader does), so a decoding
-*thread* stalls for a whole batch; a child process (:mod:`decode_worker`, run by path)
-decodes and converts the next batches while the module runs on this one. Frames travel
-through a few anonymous shared-memory slots (``memfd``, mapped by both processes; no copy,
-no ``/dev/shm`` size limit), and small JSON messages through pipes: the child says which
-slot holds which frames, the parent hands slots back when the module is done with them.
+A compiled module holds the GIL while it runs (AOTInductor's loader does), so a decoding *thread*
+stalls for a whole batch; a child process (:mod:`decode_worker`, run by path) decodes the next
+batches while the module runs. Frames travel through anonymous shared-memory slots (``memfd``: no
+copy, no ``/dev/shm`` limit), JSON lines through pipes: the child says which slot holds which
+frames, the parent hands slots back when the module is done with them.
 """
 
 from __future__ import annotations
@@ -44,30 +43,46 @@ class DecoderDied(RuntimeError):
     """The child process failed; the message says how."""
 
 
+def _start_process() -> tuple[subprocess.Popen, list[int]]:
+    """A decoding process that waits on stdin for its video, and its frame slots (empty so far)."""
+    # memfd where the OS has it (Linux); elsewhere an unlinked temporary file does the same job.
+    fds = [os.memfd_create("facecrop-frames") if hasattr(os, "memfd_create")
+           else os.dup(tempfile.TemporaryFile().fileno()) for _ in range(SLOTS)]
+    # -S: no site-packages scan, only PyAV's own folder on the path (about 20 ms less start-up).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [os.path.dirname(os.path.dirname(av.__file__)), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    return subprocess.Popen([sys.executable, "-S", decode_worker.__file__, *map(str, fds)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, pass_fds=fds, text=True, bufsize=1, env=env), fds
+
+
+_early: list[tuple[subprocess.Popen, list[int]]] = []  # the process start_early() started
+
+
+def start_early() -> None:
+    """Start the next :class:`Decoder`'s process now: its start-up (85 ms of importing PyAV) then overlaps
+    the caller's work, such as loading the bundle. An unused one leaves when this process does."""
+    if not _early:
+        _early.append(_start_process())
+
+
 class Decoder:
     """Batches of ``video``'s frames from ``skip`` on, decoded by a child process.
 
-    Iterate to get :class:`Batch` items of ``batch_size`` frames, fewer for frames above 720p (see
-    :func:`decode_worker.frames_per_batch`), one frame size per batch (where a stream changes size,
-    a batch ends), then one :class:`End`. ``max_frame_bytes`` bounds ``3 * H * W``.
+    Iterate to get :class:`Batch` items of ``batch_size`` frames (fewer above 720p, see
+    :func:`decode_worker.frames_per_batch`), one frame size each, then one :class:`End`. ``max_frame_bytes``
+    bounds ``3 * H * W``. Uses the process of :func:`start_early` if there is one.
     """
 
     def __init__(self, video: str, batch_size: int, skip: int, max_frame_bytes: int):
         self.args = (video, batch_size, skip, max_frame_bytes)
         self.capacity = batch_size * max_frame_bytes
-        # memfd where the OS has it (Linux); elsewhere an unlinked temporary file does the same job.
-        self.fds = [os.memfd_create("facecrop-frames") if hasattr(os, "memfd_create")
-                    else os.dup(tempfile.TemporaryFile().fileno()) for _ in range(SLOTS)]
+        self.process, self.fds = _early.pop() if _early else _start_process()
         for fd in self.fds:
             os.ftruncate(fd, self.capacity)  # sparse: memory is used only where frames are written
         self.slots = [np.frombuffer(mmap.mmap(fd, self.capacity), np.uint8) for fd in self.fds]
-        # -S: no site-packages scan, only PyAV's own folder on the path (about 20 ms less start-up).
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [os.path.dirname(os.path.dirname(av.__file__)), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        self.process = subprocess.Popen(
-            [sys.executable, "-S", decode_worker.__file__, video, str(batch_size), str(skip), str(max_frame_bytes),
-             *map(str, self.fds)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=self.fds, text=True, bufsize=1, env=env)
+        job = {"video": video, "batch_size": batch_size, "skip": skip, "max_frame_bytes": max_frame_bytes}
+        self.process.stdin.write(json.dumps(job) + "\n")
+        self.process.stdin.flush()
 
     def __iter__(self):
         for line in self.process.stdout:

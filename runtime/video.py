@@ -1,10 +1,9 @@
 """Run a bundle over a video: decode in a child process, run batches, checkpoint, write one .npz.
 
-Every decoded frame gets one row, in decoding (= presentation) order, so ``frame_index[i] == i``;
-frames without faces have ``valid[i]`` all False. Frames are converted to RGB and handed to the module
-at their own size (it letterboxes inside, as InsightFace does), so ``bbox``/``lms``/``crop_mat`` are in
-the video's pixels. A batch holds frames of one size: where a stream changes size, a batch ends.
-Results are checkpointed in ``<output>.partial/`` as they come (for ``resume=True``, and to keep
+Every decoded frame gets one row, in decoding (= presentation) order (``frame_index[i] == i``; no
+faces: ``valid[i]`` all False). RGB frames go to the module at their own size (it letterboxes inside,
+as InsightFace does), so coordinates are in the video's pixels; where a stream changes size, a batch
+ends. Results are checkpointed in ``<output>.partial/`` as they come (for ``resume=True``, and to keep
 the frames before a corrupt spot). The arrays are documented in ``bundles/README.md``.
 """
 
