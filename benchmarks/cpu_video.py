@@ -136,6 +136,7 @@ def profile(video: Path, args, batch: int = 8) -> list[tuple[str, float]]:
     import numpy as np
     import torch
 
+    from facecrop.bundle import cpu_kernel_configs
     from facecrop.detect.core import decode_scrfd, preprocess, select_faces
     from facecrop.pipeline import build_pipeline, cut_crops
     from facecrop.runtime.decode_worker import _copy_rgb
@@ -165,7 +166,8 @@ def profile(video: Path, args, batch: int = 8) -> list[tuple[str, float]]:
     head = pipe.detector
 
     def timed(name, fn, *inputs):
-        compiled = torch.compile(fn)
+        # Compiled as an aoti bundle built on this machine is (scalar kernels on AVX2-only CPUs).
+        compiled = torch.compile(fn, options=cpu_kernel_configs())
         with torch.inference_mode():
             compiled(*inputs)
             start = time.perf_counter()
