@@ -187,6 +187,10 @@ def _save_artifact(module: torch.nn.Module, frames: torch.Tensor, backend: str, 
         compiled = torch_tensorrt.compile(module, ir="dynamo", inputs=[spec], enabled_precisions={DTYPES[dtype]})
         torch_tensorrt.save(compiled, str(path), output_format="exported_program", inputs=[frames])
         return {}
+    # torch.cond traces its branches with dynamo, whose cache outlives an export: an earlier export
+    # in this process at a fixed frame size left entries whose guards, checked here, pinned the
+    # height (`720 != height`, a constraint violation). Each export starts from an empty cache.
+    torch._dynamo.reset()
     program = torch.export.export(module, (frames,), dynamic_shapes=(dims,), strict=False)
     if backend == "export":
         torch.export.save(program, path)

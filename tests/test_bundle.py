@@ -213,6 +213,10 @@ def test_format_2_0_bundles_get_contiguous_frames(tmp_path):
 
 def test_cli_export_and_inspect(tmp_path, capsys):
     model = real_model("det_500m")
+    # An export at a fixed frame size earlier in the process (a notebook's) must not pin this bundle's size.
+    fused = build_pipeline(PipelineConfig(detector=str(model), crop="align"))
+    torch.export.export(fused, (torch.zeros(2, 3, 720, 1280, dtype=torch.uint8),),
+                        dynamic_shapes=({0: torch.export.Dim("batch", max=64)},))
     rc = main(["export", "--detector", str(model), "--crop", "align",
                "--backend", "export", "--out", str(tmp_path), "--version", "0.1.0"])
     assert rc == 0
