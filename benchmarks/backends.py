@@ -95,8 +95,62 @@ class TorchRunner(Runner):
             shutil.rmtree(self.cleanup, ignore_errors=True)
 
 
-def make_runner(backend: str, case: Case, workdir: Path) -> Runner:
-    """Build ``backend`` for ``case``; bundles are written under ``workdir`` and removed on ``close``."""
+def bundle_cache_key(backend: str, case: Case) -> str:
+    """What a cached bundle depends on: the case (models by content), backend, torch and facecrop's own code.
+
+    facecrop's sources are hashed rather than its version number, so that a bundle cached before a
+    change to the module is rebuilt after it.
+    """
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    import facecrop
+    from facecrop.runtime.bundle import sha256_file
+
+    fields = asdict(case)
+    for role in ("detector", "landmarks"):
+        if fields[role]:
+            fields[role] = sha256_file(fields[role])
+    code = hashlib.sha256()
+    for root in (Path(facecrop.__file__).parent, Path(facecrop.runtime.__file__).parent):
+        for source in sorted(root.rglob("*.py")):
+            code.update(source.read_bytes())
+    text = json.dumps({"case": fields, "backend": backend, "torch": torch.__version__, "code": code.hexdigest()},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached_bundle(backend: str, case: Case, cache: Path):
+    """``backend``'s bundle for ``case`` from ``cache``, built there first if absent or invalid.
+
+    Returns ``(path, bundle, built)``: its folder, the bundle loaded by the runtime (SHA-256 and
+    golden self-check) and whether it was built now.
+    """
+    from facecrop.bundle import write_bundle
+    from facecrop.pipeline import build_pipeline
+    from facecrop.runtime import BundleError, load_bundle
+
+    folder = cache / f"{backend}-{bundle_cache_key(backend, case)}"
+    path = folder / "bench" / "1.0.0"
+    if path.is_dir():
+        try:
+            return path, load_bundle(path, device=case.device), False
+        except BundleError:
+            shutil.rmtree(folder, ignore_errors=True)  # damaged or from another machine: build it again
+    sources = {"detector": Path(case.detector)}
+    if case.landmarks:
+        sources["landmarks"] = Path(case.landmarks)
+    write_bundle(build_pipeline(case.pipeline_config()).to(case.device), case.pipeline_config(), backend=backend,
+                 device=case.device, out_root=folder, name="bench", source_models=sources)
+    return path, load_bundle(path, device=case.device), True
+
+
+def make_runner(backend: str, case: Case, workdir: Path, cache: Optional[Path] = None) -> Runner:
+    """Build ``backend`` for ``case``; bundles are written under ``workdir`` and removed on ``close``.
+
+    With ``cache``, bundles are kept there instead, keyed by :func:`bundle_cache_key`, and reused.
+    """
     start = time.perf_counter()
     if backend in REFERENCE_LOOPS:
         from benchmarks.loops import InsightFaceLoop, MedusaLoop
@@ -106,6 +160,10 @@ def make_runner(backend: str, case: Case, workdir: Path) -> Runner:
         return Runner(loop, time.perf_counter() - start)
     if backend == "eager":
         return _eager(case, start)
+    if backend in BUNDLE_BACKENDS and cache is not None:
+        _, bundle, built = cached_bundle(backend, case, cache)
+        note = f"bundle {'built into' if built else 'from'} the cache, loaded with facecrop.runtime.load_bundle"
+        return TorchRunner(bundle, time.perf_counter() - start, case.device, note)
     from facecrop.pipeline import build_pipeline
 
     module = build_pipeline(case.pipeline_config()).to(case.device)

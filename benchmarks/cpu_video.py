@@ -39,41 +39,20 @@ SIZES = ("480p", "720p", "1080p")
 
 
 def _child_insightface(spec: dict) -> dict:
-    import av
-    import numpy as np
     import onnxruntime as ort
-    from insightface.app.common import Face
     from insightface.model_zoo.landmark import Landmark
-    from insightface.model_zoo.scrfd import SCRFD
-    from insightface.utils import face_align
 
-    ort.set_default_logger_severity(3)
+    from benchmarks.insightface_run import load_detector, run_video
+
     start = time.perf_counter()
-    det = SCRFD(spec["detector"], session=ort.InferenceSession(spec["detector"], providers=["CPUExecutionProvider"]))
-    det.prepare(-1, input_size=tuple(spec["det_size"]), det_thresh=0.3, nms_thresh=0.3)
+    det = load_detector(spec["detector"], spec["det_size"])
     lmk = None
     if spec.get("landmarks"):
         lmk = Landmark(spec["landmarks"], session=ort.InferenceSession(spec["landmarks"],
                                                                        providers=["CPUExecutionProvider"]))
     setup = time.perf_counter() - start
-    start = time.perf_counter()
-    frames = faces = 0
-    boxes = []
-    with av.open(spec["video"]) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            bgr = frame.to_ndarray(format="bgr24")
-            dets, kpss = det.detect(bgr, input_size=tuple(spec["det_size"]))
-            for d, k in zip(dets, kpss):
-                if lmk is not None:
-                    lmk.get(bgr, Face(bbox=d[:4], kps=k, det_score=d[4]))
-                face_align.norm_crop(bgr, k, spec["crop_size"])
-            boxes.append(dets[:, :4])
-            frames += 1
-            faces += len(dets)
-    np.savez(spec["output"], *boxes)  # results to disk, as facecrop run does
-    return {"seconds": time.perf_counter() - start, "setup_s": setup, "frames": frames, "faces": faces}
+    result = run_video(det, spec["video"], spec["output"], spec["det_size"], spec["crop_size"], landmarks=lmk)
+    return {**result, "setup_s": setup}
 
 
 def _child_facecrop(spec: dict) -> dict:

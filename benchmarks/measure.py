@@ -125,7 +125,8 @@ def run_job(spec: dict) -> dict:
     clock = lambda: Clock(case.device)  # noqa: E731
     if case.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    runner = make_runner(spec["backend"], case, Path(spec["workdir"]))
+    cache = Path(spec["bundle_cache"]) if spec.get("bundle_cache") else None
+    runner = make_runner(spec["backend"], case, Path(spec["workdir"]), cache=cache)
     try:
         return _measure(runner, spec, case, clock)
     finally:

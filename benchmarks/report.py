@@ -123,17 +123,19 @@ def plot(results: dict, path: Path) -> None:
     ax.legend()
     for ax, key, xlabel in ((axes[1][0], "faces", "faces per frame"), (axes[1][1], "sizes", "frame size")):
         sweep = results["sweeps"].get(key)
+        shown = ""
         if sweep:
             for backend, values in sweep["fps"].items():
                 labels = [lab for lab in sweep["labels"] if values.get(lab)]
                 ax.plot(labels, [values[lab] for lab in labels], "o-", label=backend)
             ax.legend()
+            shown = ": " + " vs ".join(f"`{b}`" for b in sweep["fps"])
         ax.set_xlabel(xlabel)
         ax.set_ylabel("frames/s (decode excluded)")
-        ax.set_title(f"frames/s vs {xlabel}")
+        ax.set_title(f"frames/s vs {xlabel}{shown}")
     m = results["machine"]
     fig.suptitle(f"facecrop benchmark ({results['mode']}): {m['cpu']}, {m['threads']} threads, "
-                 f"torch {m['torch']}, device {m['device']}", fontsize=10)
+                 f"torch {m['torch']}, device {m['device']}\n{target_line(results).replace('**', '')}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -31,8 +31,8 @@ MODES = {
                   backends=("insightface", "eager"), cases=("det_500m",), sizes=("480p",),
                   job_timeout=300),
     "quick": dict(frames=24, video_frames=256, batch=8, batch_sizes=(1, 8), repeats=3, sweep_frames=12,
-                  backends=("insightface", "medusa", "eager", "torchscript", "export"), cases=("det_500m",),
-                  sizes=("480p", "720p", "1080p"), job_timeout=300),
+                  backends=("insightface", "medusa", "eager", "export", "aoti"), cases=("det_500m",),
+                  sizes=("480p", "720p", "1080p"), job_timeout=400),
     "full": dict(frames=256, video_frames=256, batch=32, batch_sizes=(1, 8, 32, 128), repeats=3, sweep_frames=32,
                  backends=("insightface", "medusa", "eager", "compile", "torchscript", "export", "aoti"),
                  cases=("det_500m", "det_2.5g"), sizes=("480p", "720p", "1080p"), job_timeout=900),
@@ -105,7 +105,8 @@ def main(argv=None) -> dict:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     modes = parser.add_mutually_exclusive_group()
-    modes.add_argument("--quick", action="store_true", help="fewer frames and batch sizes, no AOTInductor (< 5 min on 2 cores)")
+    modes.add_argument("--quick", action="store_true", help="fewer frames and batch sizes; bundles cached by configuration and torch version "
+                       "(first run about 8 min on 2 cores, later runs under 5)")
     modes.add_argument("--smoke", action="store_true", help="a few frames, reference loops and eager only (for the tests)")
     parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda[:N]'")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
@@ -135,7 +136,9 @@ def main(argv=None) -> dict:
     video = ensure_video(out / "videos", mode["video_frames"], FRAME_SIZES["720p"])
     workdir = Path(tempfile.mkdtemp(prefix="run-", dir=out))  # bundles and job files, removed at the end
     source = {"video": str(video), "count": mode["frames"]}
-    base = {"threads": args.threads, "workdir": str(workdir), "repeats": mode["repeats"], "batch": mode["batch"]}
+    base = {"threads": args.threads, "workdir": str(workdir), "repeats": mode["repeats"], "batch": mode["batch"],
+            # Bundles are kept between runs: compiling aoti alone takes about 2 minutes on 2 cores.
+            "bundle_cache": str(out / "bundle-cache")}
 
     rows = []
     for label, case in cases.items():
@@ -197,7 +200,8 @@ def _kind(backend: str) -> str:
 def _notes(mode: str, backends: list[str], device: str) -> list[str]:
     notes = [
         "bundle rows (torchscript, export, aoti, tensorrt) are written with facecrop.bundle.write_bundle and run "
-        "through facecrop.runtime.load_bundle, as users run them; warm-up = build + verify + load + first call",
+        "through facecrop.runtime.load_bundle, as users run them; they are cached under --out/bundle-cache, keyed by "
+        "configuration, torch version and facecrop's code: warm-up = build (when not cached) + verify + load + first call",
         "decode included = PyAV decode + RGB conversion + run, sequentially in one thread for every pipeline "
         "(facecrop.runtime.process_video decodes in a background thread, which this does not credit)",
         "the reference loops run one frame at a time (the official ONNX files have batch 1 baked in): "
@@ -207,8 +211,12 @@ def _notes(mode: str, backends: list[str], device: str) -> list[str]:
         "faces/frame = faces each pipeline found (the video has 3.5 on average), a check that all see the same faces",
     ]
     if mode != "full":
-        notes.append(f"{mode} mode: fewer frames, batch sizes and repeats; AOTInductor and torch.compile skipped "
-                     "(their C++ compile alone takes minutes on 2 cores); run without --quick for them")
+        notes.append(f"{mode} mode: fewer frames, batch sizes and repeats; torch.compile and torchscript skipped; "
+                     "run without --quick for them")
+    if "aoti" in backends:
+        notes.append("aoti is the fast backend (`facecrop export`'s default); export and torchscript are portable, "
+                     "not fast: their graphs run uncompiled, op by op (each crop pixel's taps and weights become "
+                     "whole tensors), which is why they slow down as faces per frame grow")
     if device == "cpu":
         notes.append("TensorRT runs on CUDA only and is not measured on the CPU")
     return notes
