@@ -165,7 +165,7 @@ def compare(label: str, frames: int, commands: dict[str, list[str]], repeats: in
 
 
 def markdown(rows: list[dict], repeats: int, bundle: Path) -> str:
-    lines = [f"`facecrop run` ({bundle.name if bundle.name != '1.0.0' else bundle.parent.parent.name}) against "
+    lines = [f"`facecrop run` ({bundle.parent.name}) against "
              f"the InsightFace script, whole processes, median of {repeats} alternating runs:", "",
              "| input | frames | InsightFace script s | facecrop s | speed-up | peak MB InsightFace / facecrop |",
              "|---|---|---|---|---|---|"]

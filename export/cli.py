@@ -9,6 +9,7 @@ with one line on stderr and a non-zero exit, not a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -182,5 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def console() -> None:
+    """The ``facecrop`` executable: :func:`main`, then an exit without the interpreter's teardown.
+
+    With torch loaded, the teardown alone takes about 0.3 s of every run (``python -c 'import torch'``:
+    1.39-1.48 s, with ``os._exit``: 1.11-1.13 s), a tenth of a short clip's whole run. Every file
+    facecrop writes is closed and renamed into place before :func:`main` returns, so nothing is lost.
+    """
+    code = main()
+    if "ray" in sys.modules:
+        sys.exit(code)  # Ray's exit hooks tell the cluster this driver is gone
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
