@@ -2,7 +2,8 @@
 
 Usage: ``python examples/quickstart.py [VIDEO] [--out DIR]``. Without VIDEO it
 makes facecrop's example video (real astronaut photo, known motion) offline.
-Writes ``DIR/results.npz`` (per-frame faces) and ``DIR/overlay.mp4``.
+Writes ``DIR/results.npz`` (per-frame faces and their ids), ``DIR/results.crops/`` (every face's
+aligned crops as PNG, one folder per face id) and ``DIR/overlay.mp4``.
 Needs ``det_500m.onnx``: ``facecrop models fetch buffalo_sc`` downloads it, or
 set ``FACECROP_MODEL_DIR`` to a folder that holds it.
 """
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     video = args.video or get_example_video(n_frames=96)
     # One bundle serves every video: it letterboxes each frame at its own size, as InsightFace does.
+    # Each run replaces the last one's results and crops (--force: they may come from another video).
     bundles = args.out / "bundles"
     bundle = bundles / "quickstart" / "1.0.0"
     if not bundle.is_dir():
@@ -38,10 +40,11 @@ def main(argv: list[str] | None = None) -> int:
                            "--name", "quickstart", "--out", str(bundles)])
         if status:
             return status
-    status = cli.main(["run", str(bundle), str(video), "-o", str(args.out / "results.npz"),
+    status = cli.main(["run", str(bundle), str(video), "-o", str(args.out / "results.npz"), "--crops", "png", "--force",
                        "--batch-size", "8", "--visualize", str(args.out / "overlay.mp4")])
     if status == 0:
-        print(f"results: {args.out / 'results.npz'}\noverlay: {args.out / 'overlay.mp4'}")
+        print(f"results: {args.out / 'results.npz'}\ncrops: {args.out / 'results.crops'}\n"
+              f"overlay: {args.out / 'overlay.mp4'}")
     return status
 
 

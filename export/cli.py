@@ -64,20 +64,38 @@ def _single_video(args: argparse.Namespace) -> bool:
             and args.output.suffix.lower() == ".npz" and not args.output.is_dir())
 
 
+def _run_options(args: argparse.Namespace) -> dict:
+    """What ``facecrop run`` writes besides the per-frame arrays: ``process_video``'s keyword arguments."""
+    return {"save_crops": args.save_crops, "crops": args.crops, "jpeg_quality": args.jpeg_quality,
+            "dist_threshold": args.dist_threshold, "present_threshold": args.present_threshold}
+
+
+def _report_bundle(bundle) -> None:
+    if "overflow" not in bundle.output_names:
+        print(f"facecrop: note: {bundle.path} (format {bundle.manifest['format_version']}) cannot report frames with "
+              "more faces than it keeps; re-export it with `facecrop export` to have them reported", file=sys.stderr)
+
+
 def _run_one(args: argparse.Namespace) -> None:
     """``facecrop run BUNDLE VIDEO -o OUT.npz``: load and verify the bundle, process the video, optionally overlay."""
     from facecrop.overlay import write_overlay
-    from facecrop.runtime import load_bundle, process_video
+    from facecrop.runtime import load_bundle, process_video, summarize_results
     from facecrop.runtime.decoder import start_early
+    from facecrop.runtime.quality import format_summary, overflow_warning
 
     start = time.perf_counter()
     start_early()  # the decoding process starts up while the bundle loads
     bundle = load_bundle(args.bundle, device=args.device)
     print(f"loaded {bundle!r} in {time.perf_counter() - start:.1f} s (golden self-check passed)", file=sys.stderr)
+    _report_bundle(bundle)
     start = time.perf_counter()
-    output = process_video(bundle, args.inputs[0], args.output, batch_size=args.batch_size,
-                           save_crops=args.save_crops, resume=args.resume)
-    print(f"wrote {output} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    output = process_video(bundle, args.inputs[0], args.output, batch_size=args.batch_size, resume=args.resume,
+                           force=args.force, **_run_options(args))
+    summary = summarize_results(output)
+    print(f"wrote {output} in {time.perf_counter() - start:.1f} s: {format_summary(summary)}", file=sys.stderr)
+    warning = overflow_warning(summary["overflow_frames"], bundle.manifest["config"]["max_faces"])
+    if warning:
+        print(f"facecrop: {warning}", file=sys.stderr)
     if args.visualize is not None:
         print(f"wrote overlay {write_overlay(args.inputs[0], output, args.visualize)}", file=sys.stderr)
 
@@ -98,11 +116,11 @@ def _run(args: argparse.Namespace) -> None:
         rows, skipped = distributed.run_dataset(args.bundle, args.inputs, args.output, address=args.ray,
                                                 concurrency=args.concurrency, num_cpus=args.num_cpus,
                                                 num_gpus=args.num_gpus, batch_size=args.batch_size,
-                                                save_crops=args.save_crops, force=args.force)
+                                                options=_run_options(args), force=args.force)
     else:
         devices = args.devices or ([args.device] if args.device else None)
         rows, skipped = dataset.run_local(args.bundle, args.inputs, args.output, devices=devices,
-                                          batch_size=args.batch_size, save_crops=args.save_crops, force=args.force)
+                                          batch_size=args.batch_size, options=_run_options(args), force=args.force)
     print(dataset.summary(rows, skipped, time.perf_counter() - start), file=sys.stderr)
     failed = sum(r["status"] == "failed" for r in rows)
     if failed:
@@ -131,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--crop", choices=["none", "align", "bbox"], default="align")
     export.add_argument("--det-size", type=_size, default=(224, 224), metavar="N|WxH")
     export.add_argument("--crop-size", type=int, default=None, help="crop side in pixels")
-    export.add_argument("--max-faces", type=int, default=8)
+    export.add_argument("--max-faces", type=int, default=32,
+                        help="faces kept per frame (default 32); frames with more are reported by `facecrop run`")
     export.add_argument("--det-threshold", type=float, default=0.3)
     export.add_argument("--nms-threshold", type=float, default=0.3)
     export.add_argument("--device", default="cpu")
@@ -158,10 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="results file (.npz) for one video, else the output folder of a dataset run")
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--device", default=None)
-    run.add_argument("--save-crops", action="store_true", help="also save every face crop")
+    run.add_argument("--save-crops", action="store_true", help="also save every face crop in the results file")
+    run.add_argument("--crops", choices=["png", "jpg", "mp4", "webdataset"], default=None,
+                     help="write every face's crops to <results>.crops/: png or jpg folders (one per face id), "
+                          "mp4 (one video per face id) or webdataset tar shards (see bundles/README.md)")
+    run.add_argument("--jpeg-quality", type=int, default=2, metavar="Q",
+                     help="--crops jpg: FFmpeg's JPEG quantiser, 2 (best, the default) to 31")
+    run.add_argument("--dist-threshold", type=float, default=250.0, metavar="PX",
+                     help="face tracking: landmark distance (px, all points together) from which a face is new "
+                          "(Medusa's default 250)")
+    run.add_argument("--present-threshold", type=float, default=0.1, metavar="FRACTION",
+                     help="face ids in fewer than this fraction of frames are marked in track_kept (rows are "
+                          "kept; Medusa's default 0.1)")
     run.add_argument("--visualize", type=Path, default=None, metavar="FILE", help="write an overlay video (one video)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run (one video)")
-    run.add_argument("--force", action="store_true", help="dataset run: redo every video, even with another bundle")
+    run.add_argument("--force", action="store_true",
+                     help="redo every video of a dataset run, even with another bundle; replace crops made by another "
+                          "bundle or other settings")
     run.add_argument("--devices", nargs="+", default=None, metavar="DEVICE",
                      help="dataset run: one worker per device, e.g. cuda:0 cuda:1")
     run.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",

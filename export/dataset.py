@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from facecrop.runtime import Bundle, load_bundle, process_video
+from facecrop.runtime import Bundle, load_bundle, process_video, summarize_results
+from facecrop.runtime.checkpoint import checkpoint_folder
 from facecrop.runtime.decoder import Decoder
-from facecrop.runtime.video import StaleCheckpoint, checkpoint_folder
+from facecrop.runtime.errors import StaleCheckpoint
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts",
                             ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".y4m"})
@@ -152,17 +153,28 @@ def prepare_output(out_dir: Path) -> None:
         raise ValueError(f"cannot write to output folder {out_dir}: {err.strerror or err}") from None
 
 
-def run_one(bundle: Bundle, job: Job, save_crops: bool = False, batch_size: int = 8, force: bool = False,
+def run_settings(options: dict | None) -> dict:
+    """The run options a manifest records (``process_video``'s keyword arguments; all change results)."""
+    settings = {"save_crops": False, "crops": None, "jpeg_quality": 2, "dist_threshold": 250.0, "present_threshold": 0.1}
+    unknown = set(options or {}) - set(settings)
+    if unknown:
+        raise ValueError(f"unknown run options {sorted(unknown)}; expected some of {sorted(settings)}")
+    return {**settings, **(options or {})}
+
+
+def run_one(bundle: Bundle, job: Job, options: dict | None = None, batch_size: int = 8, force: bool = False,
             on_frames=None, decoder: Decoder | None = None) -> dict:
     """Process one video into ``job.output``; its manifest row, ``status`` ``'done'`` or ``'failed'``.
 
     Failures (a corrupt, truncated or unreadable video, or anything else going wrong in it) are
     recorded with their reason rather than raised; frames before a damaged spot stay in
-    ``<output>.partial/``. The one code path of the single-machine and the Ray run. ``decoder``:
-    one :func:`prefetch` started for this job, or None.
+    ``<output>.partial/``. The one code path of the single-machine and the Ray run. ``options``:
+    ``process_video``'s keyword arguments (see :func:`run_settings`). ``decoder``: one
+    :func:`prefetch` started for this job, or None. A done row holds the video's quality summary.
     """
+    settings = run_settings(options)
     row = {"video": str(job.video), "output": str(job.output), "bundle_sha256": bundle.manifest["artifact"]["sha256"],
-           "settings": {"save_crops": bool(save_crops)}, "frames": 0, "faces": 0, "seconds": 0.0, "fps": 0.0, "error": None}
+           "settings": settings, "frames": 0, "faces": 0, "seconds": 0.0, "fps": 0.0, "error": None}
     start = time.perf_counter()
     try:
         row["identity"] = video_identity(job.video)
@@ -170,14 +182,14 @@ def run_one(bundle: Bundle, job: Job, save_crops: bool = False, batch_size: int 
         partial = checkpoint_folder(job.output)
         if force:
             shutil.rmtree(partial, ignore_errors=True)
-        kwargs = dict(batch_size=batch_size, save_crops=save_crops, progress=False, on_frames=on_frames)
+        kwargs = dict(batch_size=batch_size, progress=False, on_frames=on_frames, force=force, **settings)
         try:
             process_video(bundle, job.video, job.output, resume=True, decoder=decoder, **kwargs)
         except StaleCheckpoint:  # made from an earlier version of the file: start it again
             shutil.rmtree(partial, ignore_errors=True)
             process_video(bundle, job.video, job.output, **kwargs)
-        with np.load(job.output, allow_pickle=False) as results:
-            row["frames"], row["faces"] = len(results["frame_index"]), int(results["valid"].sum())
+        row["summary"] = summarize_results(job.output)
+        row["frames"], row["faces"] = row["summary"]["frames"], row["summary"]["faces"]
         row["status"] = "done"
     except Exception as err:  # noqa: BLE001 - a bad member of a dataset must not stop the others
         row["status"], row["error"] = "failed", f"{type(err).__name__}: {err}"
@@ -251,11 +263,16 @@ def summary(rows: list[dict], skipped: list[dict], seconds: float) -> str:
              f"| {len(rows) + len(skipped)} | {len(done)} | {len(skipped)} | {len(failed)} | {frames} | {seconds:.1f} | "
              f"{frames / max(seconds, 1e-9):.1f} | {60 * len(rows) / max(seconds, 1e-9):.1f} |"]
     lines += [f"failed: {r['video']}: {r['error']}" for r in failed]
+    crowded = [r for r in done if (r.get("summary") or {}).get("overflow_frames")]
+    if crowded:
+        overflow = sum(r["summary"]["overflow_frames"] for r in crowded)
+        lines.append(f"warning: {overflow} frames of {len(crowded)} videos found more faces than the bundle keeps "
+                     "(their manifest rows say which); export a bundle with a larger --max-faces to keep them all")
     return "\n".join(lines)
 
 
 def run_local(bundle_path: str | Path, inputs: list[str | Path], out_dir: str | Path, devices: list[str] | None = None,
-              batch_size: int = 8, save_crops: bool = False, force: bool = False,
+              batch_size: int = 8, options: dict | None = None, force: bool = False,
               progress: bool = True) -> tuple[list[dict], list[dict]]:
     """Run a bundle over a dataset on this machine, one worker (thread) per device.
 
@@ -273,7 +290,7 @@ def run_local(bundle_path: str | Path, inputs: list[str | Path], out_dir: str | 
     if len(set(devices)) != len(devices):
         raise ValueError(f"--devices lists a device twice: {devices}")
     bundles = [load_bundle(bundle_path, device=device) for device in devices]
-    settings = {"save_crops": bool(save_crops)}  # the batch size changes no result, so it is not recorded
+    settings = run_settings(options)  # the batch size changes no result, so it is not recorded
     manifest = Manifest(out_dir)
     jobs, skipped = plan(videos, out_dir, manifest, bundles[0].manifest["artifact"]["sha256"], settings, force)
     bar = DatasetProgress(len(jobs), enabled=progress)
@@ -290,7 +307,7 @@ def run_local(bundle_path: str | Path, inputs: list[str | Path], out_dir: str | 
         while job is not None:
             following = take()  # this worker's next video, decoding while this one computes
             ahead = prefetch(bundle, following, batch_size, force) if following else None
-            row = run_one(bundle, job, save_crops, batch_size, force, on_frames=bar.add_frames, decoder=decoder)
+            row = run_one(bundle, job, settings, batch_size, force, on_frames=bar.add_frames, decoder=decoder)
             manifest.append(row)
             with lock:
                 rows.append(row)

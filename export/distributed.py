@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facecrop.dataset import DatasetProgress, Job, Manifest, collect_videos, plan, prepare_output, run_one
+from facecrop.dataset import (DatasetProgress, Job, Manifest, collect_videos, plan, prepare_output, run_one,
+                              run_settings)
 from facecrop.runtime import load_bundle
 from facecrop.runtime.bundle import read_manifest
 
@@ -41,12 +42,12 @@ class VideoWorker:
     returns ``{"row": [...]}``: each video's manifest row as JSON.
     """
 
-    def __init__(self, bundle_path: str, save_crops: bool, batch_size: int, force: bool):
+    def __init__(self, bundle_path: str, options: dict, batch_size: int, force: bool):
         self.bundle = load_bundle(bundle_path)
-        self.save_crops, self.batch_size, self.force = save_crops, batch_size, force
+        self.options, self.batch_size, self.force = options, batch_size, force
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = [run_one(self.bundle, Job(Path(video), Path(output)), self.save_crops, self.batch_size, self.force)
+        rows = [run_one(self.bundle, Job(Path(video), Path(output)), self.options, self.batch_size, self.force)
                 for video, output in zip(batch["video"], batch["output"])]
         return {"row": np.array([json.dumps(row) for row in rows], dtype=object)}
 
@@ -78,7 +79,7 @@ def connect(address: str | None) -> None:
 
 def run_dataset(bundle_path: str | Path, inputs: list[str | Path], out_dir: str | Path, address: str | None = None,
                 concurrency: int = 1, num_cpus: float = 1, num_gpus: float = 0, batch_size: int = 8,
-                save_crops: bool = False, force: bool = False, progress: bool = True) -> tuple[list[dict], list[dict]]:
+                options: dict | None = None, force: bool = False, progress: bool = True) -> tuple[list[dict], list[dict]]:
     """Run a bundle over a dataset on a Ray cluster; the same results and manifest as :func:`facecrop.dataset.run_local`.
 
     Args:
@@ -87,6 +88,7 @@ def run_dataset(bundle_path: str | Path, inputs: list[str | Path], out_dir: str 
         out_dir: the output folder, at a path every node reaches.
         address: the cluster (``host:port``, ``ray://...`` or ``'auto'``); ``None`` starts a local one.
         concurrency: number of actors; num_cpus, num_gpus: resources of each.
+        options: ``process_video``'s keyword arguments (see :func:`facecrop.dataset.run_settings`).
 
     Returns:
         ``(rows, skipped)`` as :func:`facecrop.dataset.run_local`.
@@ -100,7 +102,8 @@ def run_dataset(bundle_path: str | Path, inputs: list[str | Path], out_dir: str 
     bundle_path = Path(bundle_path).resolve()
     sha256 = read_manifest(bundle_path)["artifact"]["sha256"]
     manifest = Manifest(out_dir)
-    jobs, skipped = plan(videos, out_dir, manifest, sha256, {"save_crops": bool(save_crops)}, force)
+    settings = run_settings(options)
+    jobs, skipped = plan(videos, out_dir, manifest, sha256, settings, force)
     rows: list[dict] = []
     if not jobs:
         return rows, skipped
@@ -108,7 +111,7 @@ def run_dataset(bundle_path: str | Path, inputs: list[str | Path], out_dir: str 
     items = [{"video": str(job.video), "output": str(job.output)} for job in jobs]
     results = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         VideoWorker, batch_size=1, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus,
-        fn_constructor_kwargs={"bundle_path": str(bundle_path), "save_crops": bool(save_crops),
+        fn_constructor_kwargs={"bundle_path": str(bundle_path), "options": settings,
                                "batch_size": batch_size, "force": force})
     bar = DatasetProgress(len(jobs), enabled=progress)
     for item in results.iter_rows():

@@ -7,9 +7,11 @@ Medusa-compatible classes, so the eager API, ``torch.compile``,
 
 Output conventions (``B`` frames, ``K`` faces, ``L`` points, ``S`` crop side):
 ``valid [B, K]`` bool; ``conf [B, K]``; ``bbox [B, K, 4]`` (x1, y1, x2, y2;
-the square DECA box for box crops); ``lms [B, K, L, 2]`` (x, y); ``crop_mat
-[B, K, 3, 3]`` (frame pixels -> crop pixels); ``imgs_crop [B, K, 3, S, S]``
-uint8 RGB. Rows of invalid faces are zero. Frames are RGB ``[B, 3, H, W]``.
+the square DECA box for box crops); ``lms [B, K, L, 2]`` (x, y); ``overflow
+[B]`` bool (the frame had more than K faces: the K best are kept, the rest
+left out); ``crop_mat [B, K, 3, 3]`` (frame pixels -> crop pixels);
+``imgs_crop [B, K, 3, S, S]`` uint8 RGB. Rows of invalid faces are zero.
+Frames are RGB ``[B, 3, H, W]``.
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ class FacePipeline(nn.Module):
         self.crop_size = int(crop_size or DEFAULT_CROP_SIZE.get(crop, 0))
         self.box_scale = (float(box_scale[0]), float(box_scale[1]))
         self.register_buffer("align_template", template, persistent=False)
-        names = ["valid", "conf", "bbox", "lms"]
+        names = ["valid", "conf", "bbox", "lms", "overflow"]
         if crop != "none":
             names += ["crop_mat", "imgs_crop"]
         self.output_names = tuple(names)

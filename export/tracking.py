@@ -12,30 +12,23 @@ from __future__ import annotations
 
 import torch
 
+from facecrop.runtime.track import OnlineTracker
+
 __all__ = ["filter_faces", "sort_faces"]
 
 
 def sort_faces(lms: torch.Tensor, img_idx: torch.Tensor, dist_threshold: float = 250) -> torch.Tensor:
     """Give each detection a face identity that is stable across frames (Medusa's tracker).
 
-    Frames are visited in order of ``img_idx``. The first frame with detections
-    starts one tracked face per detection. In each later frame, the detections
-    are taken from the one closest to any tracked face to the farthest; each is
-    given its nearest still-unclaimed tracked face if the Euclidean distance
-    between the flattened landmarks is below ``dist_threshold``, else it starts a
-    new face. Matched faces' landmarks are replaced by the new detection's;
-    unmatched tracked faces keep their last landmarks (so a face that leaves and
-    comes back near where it left keeps its identity).
-
-    Being greedy and position-only, this swaps identities when a face is missed
-    while another one is nearer to its last position than to its own (e.g. two
-    faces crossing with detections missing at the crossing).
+    Frames are visited in order of ``img_idx`` and each frame's detections go through
+    :class:`facecrop.runtime.track.OnlineTracker` (the algorithm is described there), the tracker
+    ``facecrop run`` uses for the ``face_idx`` of its results: the same detections get the same ids.
 
     Args:
         lms: landmarks (or any points) of shape (N, L, C).
         img_idx: frame index of each detection, shape (N,), integer.
-        dist_threshold: distance in pixels (over all L*C coordinates together) at
-            or above which a detection is a new face.
+        dist_threshold: distance in pixels (over all L*C coordinates together) at or above which a
+            detection is a new face.
 
     Returns:
         face ids of shape (N,), int64, numbered 0, 1, ... in order of appearance.
@@ -50,35 +43,12 @@ def sort_faces(lms: torch.Tensor, img_idx: torch.Tensor, dist_threshold: float =
             f"lms must have shape (N, ...) with N = len(img_idx) = {img_idx.shape[0]}, got {tuple(lms.shape)}"
         )
     face_idx = torch.zeros_like(img_idx, dtype=torch.int64)
-    flat = lms.reshape(lms.shape[0], -1).float()  # [N, L*C]
-    tracker = None  # [n_faces, L*C], last landmarks of every face seen so far
+    tracker = OnlineTracker(dist_threshold)
     # Rows of each frame, frames in increasing order (one sort, not one scan per frame).
     order = torch.argsort(img_idx, stable=True)
     counts = torch.unique_consecutive(img_idx[order], return_counts=True)[1]
     for det in torch.split(order, counts.tolist()):
-        lms_img = flat[det]  # [n_det, L*C]
-        if tracker is None:
-            face_idx[det] = torch.arange(len(det), device=face_idx.device)
-            tracker = lms_img.clone()
-            continue
-        dists = torch.cdist(lms_img, tracker)  # [n_det, n_faces]
-        assigned = torch.full((len(det),), -1, dtype=torch.int64, device=face_idx.device)
-        free = torch.ones(tracker.shape[0], dtype=torch.bool, device=dists.device)
-        # Best-matching detections claim their face first.
-        for i_det in dists.min(dim=1).values.argsort().tolist():
-            if not free.any():
-                break
-            d = dists[i_det].masked_fill(~free, float("inf"))
-            min_dist, min_face = d.min(dim=0)
-            if min_dist < dist_threshold:
-                assigned[i_det] = min_face
-                free[min_face] = False
-        matched = assigned >= 0
-        tracker[assigned[matched]] = lms_img[matched]
-        n_new = int((~matched).sum())
-        assigned[~matched] = tracker.shape[0] + torch.arange(n_new, device=assigned.device)
-        tracker = torch.cat([tracker, lms_img[~matched]])
-        face_idx[det] = assigned
+        face_idx[det] = tracker.update(lms[det]).to(face_idx.device)
     return face_idx
 
 

@@ -10,9 +10,6 @@ the frames before a corrupt spot). The arrays are documented in ``bundles/README
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import zipfile
 from pathlib import Path
 
 import av
@@ -22,105 +19,27 @@ import torch
 from .bundle import Bundle
 from .decode_worker import declared_end, frames_per_batch
 from .decoder import Batch, Decoder, DecoderDied, End
+from .errors import VideoError
 from .progress import Progress
+from .sink import ResultsSink
+from .track import DEFAULT_DIST_THRESHOLD, OnlineTracker
 
-PER_FRAME = ("valid", "conf", "bbox", "lms", "crop_mat")
-
-
-class VideoError(ValueError):
-    """A video that cannot be (fully) processed, or results that cannot be written."""
+PER_FRAME = ("valid", "conf", "bbox", "lms", "overflow", "crop_mat")
 
 
-class StaleCheckpoint(VideoError):
-    """``<output>.partial/`` was made from another video, bundle or setting."""
-
-
-def _run_batch(bundle: Bundle, batch: Batch, save_crops: bool) -> dict[str, np.ndarray]:
-    """One batch through the module -> per-frame arrays (+ crops of valid faces)."""
+def _run_batch(bundle: Bundle, batch: Batch, tracker: OnlineTracker,
+               keep_crops: bool) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """One batch through the module, copied to the host once -> (per-frame arrays with face ids and,
+    with ``keep_crops``, the valid faces' crops; all the crops ``[b, K, 3, S, S]`` or None)."""
     outputs = {k: v.cpu().numpy() for k, v in bundle(torch.from_numpy(batch.frames)).items()}
     result = {k: outputs[k] for k in PER_FRAME if k in outputs}
-    result.update(frame_index=batch.frame_index, pts_seconds=batch.pts_seconds)
-    if save_crops:
+    result.update(frame_index=batch.frame_index, pts_seconds=batch.pts_seconds,
+                  face_idx=tracker.update_frames(outputs["lms"], outputs["valid"]))
+    if keep_crops:
         rows, slots = np.nonzero(outputs["valid"])
         result.update(imgs_crop=outputs["imgs_crop"][rows, slots], crop_frame_index=batch.frame_index[rows],
                       crop_slot=slots.astype(np.int64))
-    return result
-
-
-def checkpoint_folder(output: Path) -> Path:
-    """``<output>.partial/``, where an unfinished run of ``output`` keeps its results."""
-    return output.with_name(output.name + ".partial")
-
-
-class _Checkpoint:
-    """``<output>.partial/``: chunk_NNNNNN.npz files plus meta.json listing the complete ones."""
-
-    def __init__(self, output: Path, identity: dict, resume: bool):
-        self.folder = checkpoint_folder(output)
-        self.meta_path = self.folder / "meta.json"
-        if self.meta_path.is_file():
-            if not resume:
-                raise VideoError(f"{self.folder} holds an interrupted run: pass --resume to continue it, "
-                                 "or delete it to start again")
-            self.meta = json.loads(self.meta_path.read_text())
-            if self.meta["identity"] != identity:
-                raise StaleCheckpoint(f"{self.folder} was made from another video, bundle or setting; "
-                                 "delete it to start again")
-        else:
-            self.folder.mkdir(exist_ok=True)
-            self.meta = {"identity": identity, "chunks": []}
-            self._write_meta()
-
-    @property
-    def frames_done(self) -> int:
-        return sum(chunk["frames"] for chunk in self.meta["chunks"])
-
-    def add(self, results: list[dict[str, np.ndarray]]) -> None:
-        """Write the results of some batches as one chunk, then record it in meta.json (both atomic)."""
-        if not results:
-            return
-        arrays = {k: np.concatenate([r[k] for r in results]) for k in results[0]}
-        name = f"chunk_{len(self.meta['chunks']):06d}.npz"
-        tmp = self.folder / (name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, self.folder / name)
-        self.meta["chunks"].append({"file": name, "frames": len(arrays["frame_index"]),
-                                    "crops": len(arrays.get("crop_slot", ()))})
-        self._write_meta()
-
-    def _write_meta(self) -> None:
-        tmp = self.folder / "meta.json.tmp"
-        tmp.write_text(json.dumps(self.meta, indent=1))
-        os.replace(tmp, self.meta_path)
-
-    def write_npz(self, output: Path) -> None:
-        """Concatenate the chunks into one .npz, streamed array by array (memory: one chunk)."""
-        chunks = [self.folder / c["file"] for c in self.meta["chunks"]]
-        with np.load(chunks[0], allow_pickle=False) as first:
-            names = list(first.files)
-        tmp = output.with_name(output.name + ".tmp")
-        try:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-                for name in names:
-                    key = "crops" if name in ("imgs_crop", "crop_frame_index", "crop_slot") else "frames"
-                    total = sum(c[key] for c in self.meta["chunks"])
-                    # A fixed timestamp: the same results make the same bytes, wherever and whenever they are run.
-                    entry = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-                    with archive.open(entry, "w", force_zip64=True) as f:
-                        for i, chunk in enumerate(chunks):
-                            with np.load(chunk, allow_pickle=False) as data:
-                                array = np.ascontiguousarray(data[name])
-                            if i == 0:
-                                header = np.lib.format.header_data_from_array_1_0(array)
-                                np.lib.format.write_array_header_2_0(f, {**header, "shape": (total,) + array.shape[1:]})
-                            f.write(array.tobytes())
-            os.replace(tmp, output)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+    return result, outputs.get("imgs_crop")
 
 
 def _check_output(output: Path) -> None:
@@ -157,8 +76,10 @@ def _video_info(video: Path) -> tuple[int, tuple[int, int], dict]:
 
 def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_size: int = 8,
                   save_crops: bool = False, resume: bool = False, progress: bool = True,
-                  checkpoint_frames: int = 256, on_frames=None, decoder: Decoder | None = None) -> Path:
-    """Detect faces in every frame of ``video`` and write the results to the ``.npz`` file ``output``.
+                  checkpoint_frames: int = 256, on_frames=None, decoder: Decoder | None = None,
+                  crops: str | None = None, jpeg_quality: int = 2, dist_threshold: float = DEFAULT_DIST_THRESHOLD,
+                  present_threshold: float = 0.1, force: bool = False) -> Path:
+    """Detect and track faces in every frame of ``video``; write the results to the ``.npz`` file ``output``.
 
     Args:
         bundle: a loaded :class:`~facecrop.runtime.Bundle`. video: any file FFmpeg decodes.
@@ -174,10 +95,19 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
         decoder: a :class:`~facecrop.runtime.decoder.Decoder` already started on this video, as a
             dataset run starts the next video's while this one runs; it is used if its arguments
             are those needed here, else replaced. Closed by the run (closing it again does nothing).
+        crops: also write every face's crops as files, ``'png'``, ``'jpg'``, ``'mp4'`` or
+            ``'webdataset'``, into ``<output stem>.crops/`` (see :mod:`facecrop.runtime.crops`).
+        jpeg_quality: FFmpeg's JPEG quantiser for ``crops='jpg'``, 2 (best) to 31.
+        dist_threshold: the face tracker's, in pixels (see :class:`~facecrop.runtime.track.OnlineTracker`).
+        present_threshold: faces present in fewer than this fraction of the frames are marked in
+            ``track_kept``; their rows stay.
+        force: replace a crops folder made by another bundle or other settings.
 
     Returns:
-        ``output``. Raises :class:`VideoError` for an unreadable, empty, truncated or corrupt video;
-        for the last two the frames before the damage stay in ``<output>.partial/``.
+        ``output`` (:func:`~facecrop.runtime.quality.summarize_results` reads its quality summary). Raises
+        :class:`VideoError` for an unreadable, empty, truncated or corrupt video, and for results or
+        crops that cannot be written (a full disk); the frames before it stay in ``<output>.partial/``
+        for ``resume``.
 
     Example:
         >>> process_video(load_bundle("bundles/det_500m/1.0.0"), "talk.mp4", "talk.npz")  # doctest: +SKIP
@@ -186,13 +116,17 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
     video, output = Path(video), Path(output)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if save_crops and "imgs_crop" not in bundle.output_names:
-        raise ValueError(f"save_crops needs a bundle with crops; this one outputs {bundle.output_names}")
+    if (save_crops or crops) and "imgs_crop" not in bundle.output_names:
+        raise ValueError(f"saving crops needs a bundle with crops; this one outputs {bundle.output_names}")
+    if not 2 <= jpeg_quality <= 31:
+        raise ValueError(f"jpeg_quality is FFmpeg's quantiser, 2 (best) to 31, got {jpeg_quality!r}")
     _check_output(output)
     expected, (width, height), identity = _video_info(video)
-    identity.update(artifact_sha256=bundle.manifest["artifact"]["sha256"], save_crops=save_crops)
-    checkpoint = _Checkpoint(output, identity, resume)
-    done = checkpoint.frames_done
+    identity.update(artifact_sha256=bundle.manifest["artifact"]["sha256"], save_crops=save_crops,
+                    dist_threshold=float(dist_threshold), crops=crops, jpeg_quality=jpeg_quality)
+    sink = ResultsSink(output, video, identity, resume, save_crops, crops, _crop_side(bundle), jpeg_quality,
+                       dist_threshold, present_threshold, force)
+    done = sink.frames_done
     bar = Progress(expected, initial=done, enabled=progress)
     low, high = bundle.side_bounds
     needed = (str(video), batch_size, done, 3 * high * high)
@@ -203,7 +137,7 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
     threads = torch.get_num_threads()
     if bundle.device.type == "cpu":  # one thread fewer: the decoding process gets a core of its own
         torch.set_num_threads(max(1, threads - 1))
-    pending, pending_frames = [], 0
+    item = None
     try:
         # While the decoding process starts (about 100 ms before its first batch), as the video's batches
         # come; a container that does not declare the frame size gets batch_size.
@@ -214,33 +148,54 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
             height, width = item.frames.shape[2:]
             if not (low <= height <= high and low <= width <= high):
                 raise VideoError(f"{video}: frame {item.frame_index[0]} is {width}x{height}, outside the bundle's "
-                                 f"{low}-{high} px a side; results for the frames before it are kept in "
-                                 f"{checkpoint.folder}")
-            pending.append(_run_batch(bundle, item, save_crops))
+                                 f"{low}-{high} px a side{_kept(sink)}")
+            sink.add(*_run_batch(bundle, item, sink.tracker, sink.keep_crops))
             decoder.release(item.slot)
-            pending_frames += len(item.frame_index)
             bar.update(len(item.frame_index))
             if on_frames is not None:
                 on_frames(len(item.frame_index))
-            if pending_frames >= checkpoint_frames:
-                checkpoint.add(pending)
-                pending, pending_frames = [], 0
+            if sink.pending_frames >= checkpoint_frames:
+                sink.flush()
+        sink.flush()
     except DecoderDied as err:
-        raise VideoError(f"{video}: {err}; results for the frames before it are kept in {checkpoint.folder}") from None
+        raise VideoError(f"{video}: {err}{_kept(sink)}") from None
+    except OSError as err:  # the results or crops cannot be written: a full disk, a folder gone read-only
+        raise VideoError(f"cannot write the results of {video}: {err.strerror or err}{_kept(sink)}; "
+                         "free space and run again with --resume") from None
     finally:
-        checkpoint.add(pending)  # results computed before an error or interrupt are kept
-        bar.close()
-        decoder.close()
-        torch.set_num_threads(threads)
+        try:
+            sink.flush_interrupted()  # results computed before an error or interrupt are kept
+        except OSError:
+            pass  # the disk that stopped the run refuses this too; the chunks before it stay
+        finally:
+            sink.close()
+            bar.close()
+            decoder.close()
+            torch.set_num_threads(threads)
     if item.count == 0:
-        checkpoint.remove()
+        sink.checkpoint.remove()
         raise VideoError(f"{video} contains no video frames")
     if item.problem:
-        kept = checkpoint.frames_done
+        kept = sink.frames_done
         if kept == 0:
-            checkpoint.remove()
-        where = f"results for frames 0-{kept - 1} are kept in {checkpoint.folder}" if kept else "no frame was decoded"
+            sink.checkpoint.remove()
+        where = f"results for frames 0-{kept - 1} are kept in {sink.checkpoint.folder}" if kept else "no frame was decoded"
         raise VideoError(f"{video}: {item.problem}; {where}")
-    checkpoint.write_npz(output)
-    checkpoint.remove()
-    return output
+    try:
+        sink.finish()
+        return output
+    except OSError as err:
+        raise VideoError(f"cannot write the results of {video}: {err.strerror or err}{_kept(sink)}; "
+                         "free space and run again with --resume") from None
+
+
+def _kept(sink: ResultsSink) -> str:
+    """Where the frames computed before a failure are, for its message."""
+    done = sink.frames_done
+    return f"; results for frames 0-{done - 1} are kept in {sink.checkpoint.folder}" if done else ""
+
+
+def _crop_side(bundle: Bundle) -> int:
+    """The side of the bundle's crops from its output spec (0 without crops)."""
+    spec = next((o for o in bundle.manifest["outputs"] if o["name"] == "imgs_crop"), None)
+    return int(spec["shape"][-1]) if spec else 0

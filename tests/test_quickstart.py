@@ -38,3 +38,6 @@ def test_one_bundle_serves_two_video_sizes(quickstart, tmp_path, photo_frames, c
         assert len(r["frame_index"]) == 6 and (r["valid"].sum(1) >= 4).all()  # t1's faces in a portrait cut
         assert r["bbox"][r["valid"]][:, 2].max() <= 288 + 5  # in the tall video's own pixels
     assert (out / "overlay.mp4").stat().st_size > 0
+    with np.load(out / "results.npz", allow_pickle=False) as r:
+        crops = sorted((out / "results.crops").glob("face_*/frame_*.png"))
+        assert len(crops) == r["valid"].sum() and len({p.parent for p in crops}) == len(r["track_frames"])

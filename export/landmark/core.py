@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from facecrop.convert import ConvertedNet, convert_onnx, load_onnx
-from facecrop.geometry import invert_affine, transform_points, valid_slots, warp_crops
+from facecrop.geometry import invert_affine, sample_crops, transform_points, valid_slots, warp_crops
 
 
 @dataclass(frozen=True)
@@ -126,11 +126,11 @@ class LandmarkHead(nn.Module):
         # The price: float differences of 1e-6 (another batch size, a fused kernel) can flip a
         # pixel across .5 and move landmarks by ~0.01 px, so landmark outputs of two backends
         # agree to ~0.02 px, not 1e-3.
-        all_crops = warp_crops(frames, all_mats, (size, size)).round()  # [B, K, 3, S, S]: one fused gather
-        # The net, by far the costliest step per face, runs on the faces that exist only.
+        # The net, by far the costliest step per face, runs on the faces that exist only, and only
+        # their crops are cut (K is 32 by default: most slots are empty).
         slots = valid_slots(valid)  # [N]
-        crops = all_crops.reshape(batch * faces, 3, size, size)[slots]  # [N, 3, S, S]
         crop_mat = all_mats.reshape(batch * faces, 3, 3)[slots]  # [N, 3, 3]
+        crops = sample_crops(frames, crop_mat, slots // faces, (size, size)).round()  # [N, 3, S, S]
         # One blank crop more keeps the net's batch >= 1 (N may be 0) without a data-dependent
         # branch, which is what lets torch.export trace BatchNorm on a batch of symbolic size.
         crops = torch.cat([crops, crops.new_zeros((1,) + crops.shape[1:])])
@@ -140,6 +140,7 @@ class LandmarkHead(nn.Module):
         points = padded.index_copy(0, slots, points).view(batch, faces, *points.shape[1:])
         if not return_crops:
             return points
+        all_crops = warp_crops(frames, all_mats, (size, size)).round()  # [B, K, 3, S, S], the same pixels per slot
         return points, all_crops.to(torch.uint8), all_mats  # rows of invalid faces are not meaningful
 
     def extra_repr(self) -> str:

@@ -1,0 +1,330 @@
+"""Faces over time: face ids from the runtime's online tracker, every face kept or reported, crops on disk.
+
+Real video: a 4 s cut of Medusa's ``3.mp4`` (0 to 3 people, entering and leaving) in
+``../shared/media/medusa``; the bundle is the real det_500m pipeline with aligned crops.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, real_model
+from facecrop.cli import main
+from facecrop.runtime import OnlineTracker, VideoError, process_video, summarize_results
+from facecrop.tracking import sort_faces
+from test_runtime import bundle, bundle_path, make_video, npz  # noqa: F401  (fixtures)
+
+MEDIA = REPO.parent / "shared" / "media" / "medusa"
+
+
+@pytest.fixture(scope="module")
+def people_clip(tmp_path_factory) -> Path:
+    """Frames 100-195 of Medusa's 3.mp4 (720x720, people coming and going), re-encoded."""
+    source = MEDIA / "3.mp4"
+    assert source.is_file(), f"the real media are missing: {source}"
+    with av.open(str(source)) as container:
+        frames = [f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(video=0)) if 100 <= i < 196]
+    return make_video(tmp_path_factory.mktemp("clip") / "people.mp4", np.stack(frames))
+
+
+@pytest.fixture(scope="module")
+def crops_run(bundle, people_clip, tmp_path_factory):  # noqa: F811
+    """One uninterrupted run with the crops in the results file and as PNG files."""
+    out = tmp_path_factory.mktemp("crops") / "people.npz"
+    process_video(bundle, people_clip, out, save_crops=True, crops="png", progress=False)
+    return out
+
+
+def detections(results: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The results' faces as Medusa's flat detections: landmarks [N, 5, 2] and frame index [N]."""
+    frame, _ = np.nonzero(results["valid"])
+    return torch.from_numpy(results["lms"][results["valid"]]), torch.from_numpy(frame)
+
+
+# --- ids ------------------------------------------------------------------------------------------
+
+def test_face_idx_are_sort_faces_ids_on_the_same_detections(crops_run):
+    r = npz(crops_run)
+    assert r["face_idx"].dtype == np.int64 and r["face_idx"].shape == r["valid"].shape
+    assert (r["face_idx"][~r["valid"]] == -1).all() and (r["face_idx"][r["valid"]] >= 0).all()
+    lms, frame = detections(r)
+    # The whole video at once, as BatchResults.sort_faces does, rows shuffled across frames.
+    order = torch.randperm(len(frame), generator=torch.Generator().manual_seed(0))
+    ids = torch.empty_like(frame)
+    ids[order] = sort_faces(lms[order], frame[order])
+    assert (ids.numpy() == r["face_idx"][r["valid"]]).all()
+    tracks = r["track_frames"]
+    assert len(tracks) >= 2 and tracks.sum() == r["valid"].sum()  # several people, each face once
+    assert (r["track_kept"] == (tracks >= 0.1 * len(r["valid"]))).all()
+    summary = summarize_results(crops_run)
+    assert summary["tracks"] == len(tracks) and summary["longest_track"] == tracks.max()
+    assert summary["frames"] == len(r["valid"]) == 96
+    assert summary["frames_no_face"] + (r["valid"].sum(1) == 1).sum() + summary["frames_several_faces"] == 96
+    assert summary["overflow_frames"] == 0 and not r["overflow"].any()
+
+
+def test_dist_threshold_changes_ids(bundle, people_clip, tmp_path, crops_run):  # noqa: F811
+    strict = npz(process_video(bundle, people_clip, tmp_path / "s.npz", dist_threshold=1.0, progress=False))
+    # 1 px over all landmark coordinates: every moving face is new in every frame.
+    assert strict["face_idx"].max() > npz(crops_run)["face_idx"].max() + 10
+    lms, frame = detections(strict)
+    assert (sort_faces(lms, frame, dist_threshold=1.0).numpy() == strict["face_idx"][strict["valid"]]).all()
+
+
+def test_tracker_state_round_trip_continues_the_same_ids():
+    rng = np.random.default_rng(0)
+    frames = [rng.uniform(0, 400, (rng.integers(0, 4), 5, 2)).astype(np.float32) for _ in range(30)]
+    whole = OnlineTracker(60.0)
+    ids = [whole.update(f).tolist() for f in frames]
+    first = OnlineTracker(60.0)
+    for f in frames[:11]:
+        first.update(f)
+    resumed = OnlineTracker.from_state(first.state())
+    assert [resumed.update(f).tolist() for f in frames[11:]] == ids[11:]
+    with pytest.raises(ValueError, match="dist_threshold"):
+        OnlineTracker(0)
+
+
+# --- crops on disk ----------------------------------------------------------------------------------
+
+def _crop_of(results: dict, frame: int, face: int) -> np.ndarray:
+    """The crop of face id ``face`` in ``frame`` from a results file with ``--save-crops``."""
+    slot = int(np.nonzero(results["face_idx"][frame] == face)[0][0])
+    n = np.nonzero((results["crop_frame_index"] == frame) & (results["crop_slot"] == slot))[0][0]
+    return results["imgs_crop"][n]
+
+
+def _decode_image(data: bytes) -> np.ndarray:
+    with av.open(io.BytesIO(data)) as container:
+        return next(container.decode(video=0)).to_ndarray(format="rgb24").transpose(2, 0, 1)
+
+
+def test_png_crops_are_the_results_crops(crops_run):
+    r = npz(crops_run)
+    folder = crops_run.with_suffix(".crops")
+    files = sorted(folder.glob("face_*/frame_*.png"))
+    assert len(files) == r["valid"].sum()
+    assert {p.parent.name for p in files} == {f"face_{i:04d}" for i in range(len(r["track_frames"]))}
+    for path in files:
+        face, frame = int(path.parent.name[5:]), int(path.stem[6:])
+        assert np.array_equal(_decode_image(path.read_bytes()), _crop_of(r, frame, face)), path
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["crops"] == "png" and meta["artifact_sha256"]
+    assert not crops_run.with_name(crops_run.name + ".partial").exists()
+
+
+def test_jpg_crops_within_their_quality(bundle, people_clip, crops_run, tmp_path):  # noqa: F811
+    r = npz(crops_run)
+    errors = {}
+    for quality in (2, 10):
+        out = process_video(bundle, people_clip, tmp_path / f"q{quality}.npz", crops="jpg", jpeg_quality=quality,
+                            progress=False)
+        files = sorted(out.with_suffix(".crops").glob("face_*/frame_*.jpg"))
+        assert len(files) == r["valid"].sum()
+        errors[quality] = np.mean([np.abs(_decode_image(p.read_bytes()).astype(int)
+                                          - _crop_of(r, int(p.stem[6:]), int(p.parent.name[5:]))).mean() for p in files])
+    # Measured on this clip: 1.13 grey levels at quantiser 2, 2.31 at 10 (bundles/README.md).
+    assert errors[2] < 1.5 and errors[2] < errors[10] < 3.0, errors
+
+
+def test_webdataset_shards_load_with_webdataset(bundle, people_clip, crops_run, tmp_path):  # noqa: F811
+    import webdataset as wds
+
+    r = npz(crops_run)
+    out = process_video(bundle, people_clip, tmp_path / "w.npz", crops="webdataset", checkpoint_frames=40,
+                        progress=False)
+    shards = sorted(str(p) for p in out.with_suffix(".crops").glob("shard-*.tar"))
+    assert len(shards) == 3  # one per checkpoint chunk: 96 frames in chunks of 40
+    samples = list(wds.WebDataset(shards, shardshuffle=False).decode("rgb8"))
+    assert len(samples) == r["valid"].sum()
+    for sample in samples:
+        meta = sample["json"]
+        frame, face = meta["frame_index"], meta["face_idx"]
+        slot = int(np.nonzero(r["face_idx"][frame] == face)[0][0])
+        assert np.array_equal(sample["png"].transpose(2, 0, 1), _crop_of(r, frame, face))
+        assert np.allclose(meta["crop_mat"], r["crop_mat"][frame, slot]) and np.allclose(meta["bbox"], r["bbox"][frame, slot])
+        assert meta["video"] == str(people_clip) and meta["pts_seconds"] == pytest.approx(r["pts_seconds"][frame])
+
+
+def test_mp4_crops_one_video_per_face(bundle, people_clip, crops_run, tmp_path):  # noqa: F811
+    r = npz(crops_run)
+    out = process_video(bundle, people_clip, tmp_path / "m.npz", crops="mp4", progress=False)
+    folder = out.with_suffix(".crops")
+    assert "imgs_crop" not in npz(out)  # kept in the checkpoint for the videos only
+    for face, count in enumerate(r["track_frames"]):
+        frames = [int(x) for x in (folder / f"face_{face:04d}.frames.txt").read_text().split()]
+        assert frames == sorted(np.nonzero((r["face_idx"] == face).any(1))[0].tolist())
+        with av.open(str(folder / f"face_{face:04d}.mp4")) as container:
+            decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        assert len(decoded) == count
+        first = _crop_of(r, frames[0], face).transpose(1, 2, 0).astype(int)
+        assert np.abs(decoded[0].astype(int) - first).mean() < 4  # H.264 at CRF 18
+
+
+@pytest.mark.parametrize("fmt", ["png", "webdataset"])
+def test_killed_and_resumed_run_writes_the_same_files(bundle, people_clip, tmp_path, fmt):  # noqa: F811
+    whole = process_video(bundle, people_clip, tmp_path / "whole.npz", crops=fmt, checkpoint_frames=24, progress=False)
+
+    def stop_after_40(n, seen=[0]):  # noqa: B006 - a counter across calls
+        seen[0] += n
+        if seen[0] >= 40:
+            raise KeyboardInterrupt
+
+    cut = tmp_path / "cut.npz"
+    with pytest.raises(KeyboardInterrupt):
+        process_video(bundle, people_clip, cut, crops=fmt, checkpoint_frames=24, on_frames=stop_after_40, progress=False)
+    assert not cut.exists() and not cut.with_suffix(".crops").exists()
+    process_video(bundle, people_clip, cut, crops=fmt, checkpoint_frames=24, resume=True, progress=False)
+    a, b = npz(whole), npz(cut)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
+
+    def tree(folder: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+                and p.name != "meta.json"}
+
+    assert tree(whole.with_suffix(".crops")) == tree(cut.with_suffix(".crops"))
+
+
+def test_crops_of_another_setting_refused_unless_forced(bundle, people_clip, crops_run, tmp_path):  # noqa: F811
+    out = tmp_path / "people.npz"
+    out.with_suffix(".crops").mkdir()
+    (out.with_suffix(".crops") / "mine.txt").write_text("not facecrop's")
+    with pytest.raises(VideoError, match="--force"):
+        process_video(bundle, people_clip, out, crops="png", progress=False)
+    assert (out.with_suffix(".crops") / "mine.txt").exists()
+    process_video(bundle, people_clip, out, crops="png", force=True, progress=False)
+    assert not (out.with_suffix(".crops") / "mine.txt").exists()
+    process_video(bundle, people_clip, out, crops="png", progress=False)  # its own crops: replaced silently
+
+
+def test_video_without_faces_writes_no_face_folders(bundle, tmp_path):  # noqa: F811
+    video = make_video(tmp_path / "dark.mp4", np.full((10, 240, 320, 3), 16, np.uint8))
+    out = process_video(bundle, video, tmp_path / "empty.npz", crops="png", progress=False)
+    assert [p.name for p in out.with_suffix(".crops").iterdir()] == ["meta.json"]
+    summary = summarize_results(out)
+    assert summary["tracks"] == 0 and summary["frames_no_face"] == summary["frames"] == 10
+    assert npz(out)["track_frames"].shape == (0,)
+
+
+def test_rare_false_detections_are_marked_not_removed(bundle, tmp_path):  # noqa: F811
+    """Medusa's 0.mp4 (no person): at det size 224 and threshold 0.3 a few frames score 0.30-0.32,
+    as with InsightFace; those short tracks keep their rows and crops, marked ``track_kept`` False."""
+    out = process_video(bundle, MEDIA / "0.mp4", tmp_path / "nobody.npz", crops="png", progress=False)
+    r = npz(out)
+    assert 0 < r["valid"].sum() < 10 and (r["conf"][r["valid"]] < 0.4).all()
+    assert not r["track_kept"].any() and r["track_frames"].sum() == r["valid"].sum()
+    assert len(list(out.with_suffix(".crops").glob("face_*/*.png"))) == r["valid"].sum()
+    assert summarize_results(out)["tracks_kept"] == 0
+
+
+def test_cli_prints_the_summary_and_writes_crops(bundle_path, people_clip, tmp_path, capfd):  # noqa: F811
+    out = tmp_path / "cli.npz"
+    assert main(["run", str(bundle_path), str(people_clip), "-o", str(out), "--crops", "png",
+                 "--dist-threshold", "300", "--present-threshold", "0.2"]) == 0
+    err = capfd.readouterr().err
+    assert "96 frames" in err and "tracks" in err and "warning" not in err
+    r = npz(out)
+    assert (r["track_kept"] == (r["track_frames"] >= 0.2 * 96)).all()
+    assert len(list(out.with_suffix(".crops").glob("face_*"))) == len(r["track_frames"])
+
+
+# --- every face ---------------------------------------------------------------------------------
+
+def test_crowd_frame_keeps_every_insightface_face(t1_rgb):
+    """t1.jpg tiled 2x2 (24 faces): the default K = 32 keeps every face InsightFace finds, within 1 px."""
+    import onnxruntime as ort
+    from insightface.model_zoo.scrfd import SCRFD
+
+    from facecrop.pipeline import build_pipeline
+    from facecrop.pipeline_config import PipelineConfig
+
+    model = real_model("det_500m")
+    crowd = np.concatenate([np.concatenate([t1_rgb, t1_rgb], 1)] * 2, 0)  # [1772, 2560, 3]
+    reference = SCRFD(str(model), session=ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]))
+    reference.prepare(-1, input_size=(640, 640), det_thresh=0.3, nms_thresh=0.3)
+    boxes, _ = reference.detect(crowd[..., ::-1].copy(), input_size=(640, 640))
+    assert len(boxes) >= 20
+    config = PipelineConfig(detector=str(model), crop="align", det_size=(640, 640))
+    assert config.max_faces == 32
+    with torch.inference_mode():
+        out = build_pipeline(config).forward_dict(torch.from_numpy(crowd).permute(2, 0, 1)[None].contiguous())
+    assert not out["overflow"].any() and int(out["valid"].sum()) == len(boxes)
+    ours = out["bbox"][out["valid"]].numpy()
+    nearest = np.abs(ours[None] - boxes[:, None, :4]).max(-1).min(1)  # each InsightFace box to our closest
+    assert nearest.max() <= 1.0, nearest
+
+
+def test_overflow_is_reported_in_results_manifest_and_cli(t1_rgb, tmp_path, capfd):
+    from facecrop import bundle as fb
+    from facecrop.pipeline import build_pipeline
+    from facecrop.pipeline_config import PipelineConfig
+
+    model = real_model("det_500m")
+    config = PipelineConfig(detector=str(model), crop="none", max_faces=4)
+    path = fb.write_bundle(build_pipeline(config), config, backend="export", out_root=tmp_path / "b",
+                           source_models={"detector": model})
+    frames = np.stack([t1_rgb] * 3 + [np.zeros_like(t1_rgb)])  # six faces (found at det size 224), then none
+    video = make_video(tmp_path / "t1.mp4", frames)
+    out = tmp_path / "t1.npz"
+    assert main(["run", str(path), str(video), "-o", str(out)]) == 0
+    err = capfd.readouterr().err
+    assert "warning: 3 frames found more than 4 faces" in err and "--max-faces" in err
+    r = npz(out)
+    assert r["overflow"].tolist() == [True, True, True, False] and r["valid"].sum(1).tolist() == [4, 4, 4, 0]
+    assert main(["run", str(path), str(video), "-o", str(tmp_path / "ds")]) == 0
+    row = json.loads((tmp_path / "ds" / "manifest.jsonl").read_text().splitlines()[-1])
+    assert row["summary"]["overflow_frames"] == 3
+    assert "more faces than the bundle keeps" in capfd.readouterr().err
+
+
+def test_dataset_run_gives_the_ids_and_crops_of_a_single_run(bundle_path, people_clip, crops_run, tmp_path):  # noqa: F811
+    assert main(["run", str(bundle_path), str(people_clip), "-o", str(tmp_path / "ds"), "--crops", "png",
+                 "--save-crops"]) == 0
+    row = json.loads((tmp_path / "ds" / "manifest.jsonl").read_text().splitlines()[-1])
+    output = Path(row["output"])
+    single, ours = npz(crops_run), npz(output)
+    assert all(np.array_equal(single[k], ours[k], equal_nan=True) for k in single)
+    assert row["settings"]["crops"] == "png" and row["summary"]["tracks"] == len(single["track_frames"])
+    names = sorted(str(p.relative_to(output.with_suffix(".crops"))) for p in output.with_suffix(".crops").rglob("*.png"))
+    assert names == sorted(str(p.relative_to(crops_run.with_suffix(".crops")))
+                           for p in crops_run.with_suffix(".crops").rglob("*.png"))
+
+
+def test_shards_are_plain_tar_files(bundle, people_clip, tmp_path):  # noqa: F811
+    out = process_video(bundle, people_clip, tmp_path / "t.npz", crops="webdataset", progress=False)
+    (shard,) = out.with_suffix(".crops").glob("shard-*.tar")
+    with tarfile.open(shard) as archive:
+        members = archive.getmembers()
+    assert members and all(m.mtime == 0 and m.uid == 0 and m.mode == 0o644 for m in members)
+    assert len({m.name.split(".")[0] for m in members}) * 2 == len(members)  # an image and a JSON per key
+
+
+def test_webdataset_example_feeds_a_dataloader(bundle, people_clip, crops_run, tmp_path, monkeypatch, capsys):  # noqa: F811
+    out = process_video(bundle, people_clip, tmp_path / "ex.npz", crops="webdataset", progress=False)
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    import webdataset_loader
+
+    assert webdataset_loader.main([str(out.with_suffix(".crops")), "--batch-size", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert "batch: crops (16, 3, 112, 112) torch.float32" in printed
+    assert f"{int(npz(crops_run)['valid'].sum())} crops" in printed
+
+
+def test_doctests_of_the_tracking_modules():
+    import doctest
+
+    import facecrop.runtime.quality
+    import facecrop.runtime.track
+    import facecrop.tracking
+
+    for module in (facecrop.runtime.track, facecrop.runtime.quality, facecrop.tracking):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
