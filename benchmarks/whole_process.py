@@ -9,6 +9,8 @@ process; the shared frame slots it writes are counted once).
 
 - ``medusa``: every video of ``../shared/media/medusa`` (real people, 0-3 faces, 480x384 to 720x720).
 - ``long``: 20 s videos made of real photos (1-6 faces a frame) at 480p, 720p and 1080p.
+- ``fixed``: where the time of one run on Medusa's ``0.mp4`` goes, step by step.
+- ``crops``: ``facecrop run`` with ``--crops png`` against the same without, on Medusa's videos with faces.
 - ``dataset``: a folder of 20 short real clips (4 s each, cut from Medusa's videos): one
   ``facecrop run BUNDLE FOLDER -o OUT/`` against a shell loop of ``facecrop run`` per clip, and
   against one Python process looping InsightFace over the clips (``benchmarks/insightface_run.py``).
@@ -95,6 +97,54 @@ def timed_process(cmd: list[str], interval_s: float = 0.02) -> dict:
     return {"seconds": seconds, "peak_mb": peak}
 
 
+# The steps of a `facecrop run` before its first frame and after its last, timed in the child itself
+# (its clock starts when Python runs the script; the parent's wall time covers the start and the exit).
+TIMELINE = """
+import json, sys, time
+marks, t0 = [], time.perf_counter()
+def mark(step):
+    marks.append([step, time.perf_counter() - t0])
+import torch
+mark("import torch")
+from facecrop.runtime import load_bundle, process_video
+from facecrop.runtime.decoder import start_early
+mark("import facecrop.runtime")
+start_early()
+bundle = load_bundle(sys.argv[1], verify=False)
+mark("load the bundle (SHA-256, artifact)")
+from facecrop.runtime.bundle import verify_golden
+verify_golden(bundle)
+mark("golden self-check")
+first = []
+def on_frames(n):
+    if not first:
+        first.append(n)
+        mark("first batch (decoder start, warm-up, module)")
+process_video(bundle, sys.argv[2], sys.argv[3], progress=False, on_frames=on_frames)
+mark("the other batches, results file")
+print(json.dumps(marks), flush=True)
+"""
+
+
+def fixed_cost(bundle: Path, video: Path, out: Path, repeats: int) -> list[tuple[str, float]]:
+    """Median seconds of each step of a run of ``video`` (see ``TIMELINE``), the start and exit included."""
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", TIMELINE, str(bundle), str(video), str(out)],
+                              capture_output=True, text=True, cwd=REPO, check=True)
+        wall = time.perf_counter() - start
+        marks = json.loads(proc.stdout.strip().splitlines()[-1])
+        # The child's clock starts after the interpreter's own start, which the wall time includes.
+        steps, last = [], 0.0
+        for step, at in marks:
+            steps.append((step, at - last))
+            last = at
+        steps.append(("interpreter start and exit", wall - last))
+        runs.append(steps)
+    return [(name, statistics.median(run[i][1] for run in runs)) for i, (name, _) in enumerate(runs[0])]
+
+
 def make_clips(folder: Path, count: int = CLIPS, seconds: float = CLIP_SECONDS) -> list[Path]:
     """``count`` clips of ``seconds`` cut from Medusa's videos with faces (H.264, their own size and rate).
 
@@ -148,7 +198,8 @@ def _facecrop_bin() -> str:
 
 
 def compare(label: str, frames: int, commands: dict[str, list[str]], repeats: int, clean: list[Path]) -> dict:
-    """Run each side's command ``repeats`` times, alternating the sides; medians and peaks per side."""
+    """Run each side's command ``repeats`` times, alternating the sides; medians and peaks per side.
+    The first side is the baseline the others are compared with."""
     runs = {side: [] for side in commands}
     for r in range(repeats):
         order = list(commands) if r % 2 == 0 else list(commands)[::-1]
@@ -157,7 +208,7 @@ def compare(label: str, frames: int, commands: dict[str, list[str]], repeats: in
                 shutil.rmtree(path, ignore_errors=True)
                 path.mkdir(parents=True)
             runs[side].append(timed_process(commands[side]))
-    row = {"input": label, "frames": frames}
+    row = {"input": label, "frames": frames, "sides": list(commands), "baseline": list(commands)[0]}
     for side, results in runs.items():
         row[side] = {"seconds": statistics.median(r["seconds"] for r in results),
                      "all_seconds": [round(r["seconds"], 3) for r in results],
@@ -167,17 +218,17 @@ def compare(label: str, frames: int, commands: dict[str, list[str]], repeats: in
 
 
 def markdown(rows: list[dict], repeats: int, bundle: Path) -> str:
-    lines = [f"`facecrop run` ({bundle.parent.name}) against "
-             f"the InsightFace script, whole processes, median of {repeats} alternating runs:", "",
-             "| input | frames | InsightFace script s | facecrop s | speed-up | peak MB InsightFace / facecrop |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"`facecrop run` ({bundle.parent.name}) against the InsightFace script, whole processes, median of "
+             f"{repeats} alternating runs (speed-up: the baseline's seconds / these):", "",
+             "| input | frames | baseline | baseline s | facecrop | facecrop s | speed-up | peak MB baseline / facecrop |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        ref = row["insightface"]
-        for side in [s for s in row if s not in ("input", "frames", "insightface")]:
-            name = row["input"] + ("" if side == "facecrop" else f" ({side})")
+        base = row[row["baseline"]]
+        for side in [s for s in row["sides"] if s != row["baseline"]]:
             ours = row[side]
-            lines.append(f"| {name} | {row['frames']} | {ref['seconds']:.2f} | {ours['seconds']:.2f} | "
-                         f"{ref['seconds'] / ours['seconds']:.2f}x | {ref['peak_mb']:.0f} / {ours['peak_mb']:.0f} |")
+            lines.append(f"| {row['input']} | {row['frames']} | {row['baseline']} | {base['seconds']:.2f} | {side} | "
+                         f"{ours['seconds']:.2f} | {base['seconds'] / ours['seconds']:.2f}x | "
+                         f"{base['peak_mb']:.0f} / {ours['peak_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -185,7 +236,10 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=None, help="default: the main job's aoti bundle, cached")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--sets", nargs="+", choices=("medusa", "long", "dataset"), default=["medusa", "long", "dataset"])
+    parser.add_argument("--sets", nargs="+", choices=("medusa", "long", "dataset", "fixed", "crops"),
+                        default=["medusa", "long", "dataset", "fixed", "crops"],
+                        help="fixed: where a run's fixed cost goes; crops: facecrop run with and without --crops png")
+    parser.add_argument("--clips", type=int, default=CLIPS, help="clips in the dataset set")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "whole")
     parser.add_argument("--model-dir", type=Path,
                         default=Path(os.environ.get("FACECROP_MODEL_DIR", REPO.parent / "shared" / "models")))
@@ -216,23 +270,37 @@ def main(argv=None) -> list[dict]:
                    for s in LONG_SIZES]
     rows = []
     for label, video in inputs:
-        commands = {"insightface": reference + [str(work / "ref"), str(video)],
-                    "facecrop": [facecrop, "run", str(bundle), str(video), "-o", str(work / "ours" / "out.npz")]}
+        commands = {"InsightFace script": reference + [str(work / "ref"), str(video)],
+                    "facecrop run": [facecrop, "run", str(bundle), str(video), "-o", str(work / "ours" / "out.npz")]}
         rows.append(compare(label, _frames(video), commands, args.repeats, [work / "ref", work / "ours"]))
     if "dataset" in args.sets:
-        clips = make_clips(out / "clips")
+        clips = make_clips(out / f"clips{args.clips}", count=args.clips)
         folder = clips[0].parent
         loop = ('for f in "$1"/*.mp4; do "$2" run "$3" "$f" -o "$4/$(basename "$f").npz" || exit 1; done')
-        commands = {"insightface": reference + [str(work / "ref")] + [str(c) for c in clips],
-                    "facecrop": [facecrop, "run", str(bundle), str(folder), "-o", str(work / "ours")],
+        commands = {"InsightFace script": reference + [str(work / "ref")] + [str(c) for c in clips],
+                    "facecrop run (folder)": [facecrop, "run", str(bundle), str(folder), "-o", str(work / "ours")],
                     "shell loop of facecrop run": ["bash", "-c", loop, "_", str(folder), facecrop, str(bundle),
                                                    str(work / "loop")]}
-        rows.append(compare(f"{CLIPS} clips of {CLIP_SECONDS} s", sum(_frames(c) for c in clips), commands,
+        rows.append(compare(f"{args.clips} clips of {CLIP_SECONDS} s", sum(_frames(c) for c in clips), commands,
                             args.repeats, [work / "ref", work / "ours", work / "loop"]))
-    shutil.rmtree(work, ignore_errors=True)
+    if "crops" in args.sets:
+        for video in (MEDIA / name for name in ("1.mp4", "2.mp4", "3.mp4", "example_vid.mp4")):
+            run = [facecrop, "run", str(bundle), str(video), "-o", str(work / "ours" / "out.npz")]
+            commands = {"facecrop run": run, "facecrop run --crops png": run + ["--crops", "png", "--force"]}
+            rows.append(compare(f"medusa {video.name}", _frames(video), commands, args.repeats, [work / "ours"]))
     report = markdown(rows, args.repeats, bundle)
-    (out / "whole_process.json").write_text(json.dumps({"bundle": str(bundle), "repeats": args.repeats, "rows": rows},
-                                                       indent=1))
+    steps = []
+    if "fixed" in args.sets:
+        video = MEDIA / "0.mp4"
+        work.mkdir(parents=True, exist_ok=True)
+        steps = fixed_cost(bundle, video, work / "fixed.npz", args.repeats)
+        report += (f"\nWhere the time of `facecrop run` on `{video.name}` ({_frames(video)} frames) goes, median of "
+                   f"{args.repeats} (the run as `python -c`, so its exit includes the interpreter's teardown, which "
+                   f"the `facecrop` executable skips):\n\n| step | seconds |\n|---|---|\n")
+        report += "".join(f"| {name} | {seconds:.3f} |\n" for name, seconds in steps)
+    shutil.rmtree(work, ignore_errors=True)
+    (out / "whole_process.json").write_text(json.dumps({"bundle": str(bundle), "repeats": args.repeats, "rows": rows,
+                                                        "fixed_cost_s": steps}, indent=1))
     (out / "whole_process.md").write_text(report)
     print(report)
     return rows

@@ -87,3 +87,29 @@ def test_cpu_video_benchmark_runs(tmp_path):
     assert "0-3 faces a frame" in proc.stdout and "| stage | ms/frame |" in proc.stdout
     videos = {p.name for p in (tmp_path / "videos").iterdir()}  # and the profile's 720p video
     assert {"bench_322x240_8_0-3faces.mp4", "bench_854x480_8_0-3faces.mp4"} <= videos
+
+
+def test_whole_process_benchmark_runs(tmp_path):
+    """``whole_process.py`` on two short real clips and the fixed-cost steps (its figures are not asserted)."""
+    from facecrop import bundle as fb
+    from facecrop.pipeline import build_pipeline
+    from facecrop.pipeline_config import PipelineConfig
+
+    model = real_model("det_500m")
+    config = PipelineConfig(detector=str(model), crop="align")
+    bundle = fb.write_bundle(build_pipeline(config), config, backend="export", out_root=tmp_path / "b",
+                             source_models={"detector": model})
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "whole_process.py"), "--bundle", str(bundle),
+                           "--sets", "dataset", "fixed", "--clips", "2", "--repeats", "1", "--model-dir",
+                           str(model.parent), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "whole_process.json").read_text())
+    (row,) = results["rows"]
+    assert row["input"] == "2 clips of 4 s" and row["frames"] > 150
+    sides = ("InsightFace script", "facecrop run (folder)", "shell loop of facecrop run")
+    assert all(row[s]["seconds"] > 0 and row[s]["peak_mb"] > 100 for s in sides), row
+    steps = dict(results["fixed_cost_s"])
+    assert list(steps)[0] == "import torch" and all(v >= 0 for v in steps.values())
+    assert "| 2 clips of 4 s |" in proc.stdout and "| shell loop of facecrop run |" in proc.stdout
+    assert not (tmp_path / "out" / "work").exists()  # the work folder is removed

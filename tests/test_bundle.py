@@ -20,7 +20,7 @@ from facecrop import bundle as fb
 from facecrop.cli import main
 from facecrop.pipeline import build_pipeline
 from facecrop.pipeline_config import PipelineConfig
-from facecrop.runtime import BundleError, load_bundle
+from facecrop.runtime import FORMAT_VERSION, BundleError, load_bundle
 from facecrop.runtime import process_video
 from facecrop.runtime.bundle import compare_outputs, sha256_file
 from test_runtime import decode_all, make_video, photo_frames  # noqa: F401  (photo_frames is a fixture)
@@ -96,7 +96,7 @@ def test_layout_and_manifest(tmp_path):
     assert sorted(p.name for p in path.iterdir()) == ["golden.npz", "manifest.json", "model.pt2"]
     assert [p.name for p in (tmp_path / "toy").iterdir()] == ["1.2.3"]  # no temp folder left
     m = json.loads((path / "manifest.json").read_text())
-    assert m["format_version"] == "3.1" and m["version"] == "1.2.3" and m["name"] == "toy"
+    assert m["format_version"] == FORMAT_VERSION == "3.2" and m["version"] == "1.2.3" and m["name"] == "toy"
     assert m["backend"] == "export" and m["device"] == "cpu" and m["dtype"] == "fp32"
     assert "frame_size" not in m["config"] and m["config"]["max_faces"] == 2
     assert m["environment"]["torch"] == torch.__version__ and "torchvision" in m["environment"]
@@ -224,7 +224,7 @@ def test_cli_export_and_inspect(tmp_path, capsys):
     assert capsys.readouterr().out.strip().endswith(str(path))
     m = json.loads((path / "manifest.json").read_text())
     assert m["config"]["crop"] == "align" and m["source_models"]["detector"]["file"] == "det_500m.onnx"
-    assert [o["name"] for o in m["outputs"]] == ["valid", "conf", "bbox", "lms", "crop_mat", "imgs_crop"]
+    assert [o["name"] for o in m["outputs"]] == ["valid", "conf", "bbox", "lms", "overflow", "crop_mat", "imgs_crop"]
     with np.load(path / "golden.npz", allow_pickle=False) as g:
         assert g["case0.output.valid"][0].sum() == 6  # t1's six faces
         assert (g["case1.output.valid"].sum(1) == 1).all()  # the astronaut and her mirror image

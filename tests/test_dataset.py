@@ -99,7 +99,8 @@ def test_folder_run_matches_single_runs(local_run, videos, singles):
         row = by_video[video.resolve()]
         assert row["status"] == "done" and row["error"] is None
         assert row["frames"] == len(want["frame_index"]) and row["faces"] == int(want["valid"].sum())
-        assert row["bundle_sha256"] and row["fps"] > 0 and row["settings"] == {"save_crops": False}
+        assert row["bundle_sha256"] and row["fps"] > 0 and row["settings"] == dataset.run_settings(None)
+        assert row["summary"]["tracks"] == len(want["track_frames"]) and row["summary"]["frames"] == row["frames"]
         got = npz(row["output"])
         assert sorted(got) == sorted(want)
         for key in want:

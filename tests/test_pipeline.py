@@ -146,7 +146,7 @@ def test_build_pipeline_from_config(landmark_path):
     config = PipelineConfig(detector=str(real_model("det_500m")), landmarks=str(landmark_path), crop="bbox",
                             max_faces=4)
     fused = build_pipeline(config)
-    assert fused.output_names == ("valid", "conf", "bbox", "lms", "crop_mat", "imgs_crop")
+    assert fused.output_names == ("valid", "conf", "bbox", "lms", "overflow", "crop_mat", "imgs_crop")
     with torch.no_grad():
         assert fused.forward_dict(FRAMES[:1])["valid"].sum() == 4  # six faces, K = 4
     with pytest.raises(ValueError, match="needs landmarks"):

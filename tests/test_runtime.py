@@ -119,22 +119,23 @@ def test_runtime_imports_only_torch_numpy_av(bundle_path, tmp_path, photo_frames
 
 
 def test_runtime_is_small():
-    # The aim is under 600 lines (issue 10, not reached yet); docstrings with shapes take about a
-    # quarter of these, and the decoding process (decoder.py, decode_worker.py) 230.
-    lines = sum(len(p.read_text().splitlines()) for p in (REPO / "runtime").glob("*.py"))
-    assert lines < 850, lines
+    # Docstrings with shapes take about a quarter of these. Loading and running took 830 lines (the
+    # decoding process 230 of them); face ids, crop files, the checkpoint and the quality summary
+    # (issue 26) 660 more, in modules of one job each. Every module stays under 310 lines.
+    modules = {p.name: len(p.read_text().splitlines()) for p in (REPO / "runtime").glob("*.py")}
+    assert sum(modules.values()) < 1600 and max(modules.values()) < 310, modules
 
 
 # --- load_bundle ------------------------------------------------------------------------------
 
 def test_load_bundle(bundle):
     assert bundle.side_bounds == (16, 4096)
-    assert bundle.output_names == ["valid", "conf", "bbox", "lms", "crop_mat", "imgs_crop"]
+    assert bundle.output_names == ["valid", "conf", "bbox", "lms", "overflow", "crop_mat", "imgs_crop"]
     assert bundle.golden_diffs["bbox"] <= 1e-3 * 1280 / 224 and bundle.golden_diffs["imgs_crop"] <= 1
     assert [c["size"] for c in bundle.manifest["golden"]["cases"]] == [[1280, 886], [384, 512]]
     for height, width in [(240, 320), (17, 4096), (1080, 1920), (501, 333)]:  # one bundle, any size
         out = bundle(torch.zeros(3, 3, height, width, dtype=torch.uint8))
-        assert out["valid"].shape == (3, 8) and not out["valid"].any()
+        assert out["valid"].shape == (3, 32) and not out["valid"].any()
     with pytest.raises(ValueError, match=r"uint8 \[B, 3, H, W\].*float32"):
         bundle(torch.zeros(1, 3, 240, 320))
     for height, width in [(15, 320), (240, 4097), (1, 1), (0, 64)]:
@@ -172,7 +173,7 @@ def test_tampered_artifact(bundle_path, tmp_path):
 def test_future_and_old_formats(bundle_path, tmp_path):
     path = copy_bundle(bundle_path, tmp_path / "b")
     edit_manifest(path, format_version="4.0")
-    with pytest.raises(BundleError, match="format version 4.0, newer than this runtime's 3.1"):
+    with pytest.raises(BundleError, match="format version 4.0, newer than this runtime's 3.2"):
         load_bundle(path)
     edit_manifest(path, format_version="1.0")  # one fixed frame size: re-export
     with pytest.raises(BundleError, match="format version 1.0, which took one fixed frame size.*re-export"):
@@ -286,14 +287,14 @@ def test_process_video_matches_direct_calls(bundle, tmp_path, photo_frames):
     video = make_video(tmp_path / "v.mp4", photo_frames)
     out = process_video(bundle, video, tmp_path / "r.npz", batch_size=5, save_crops=True, progress=False)
     r = npz(out)
-    assert sorted(r) == sorted(["frame_index", "pts_seconds", "valid", "conf", "bbox", "lms", "crop_mat",
-                                "imgs_crop", "crop_frame_index", "crop_slot"])
+    assert sorted(r) == sorted(["frame_index", "pts_seconds", "valid", "conf", "bbox", "lms", "crop_mat", "overflow",
+                                "imgs_crop", "crop_frame_index", "crop_slot", "face_idx", "track_frames", "track_kept"])
     assert np.array_equal(r["frame_index"], np.arange(12))
     assert np.allclose(r["pts_seconds"], np.arange(12) / 25)
     frames, _ = decode_all(video)
     assert frames.shape[2:] == (360, 640)  # the video's own size reaches the module: no second resize
     want = {k: v.numpy() for k, v in bundle(frames).items()}
-    assert np.array_equal(r["valid"], want["valid"])
+    assert np.array_equal(r["valid"], want["valid"]) and np.array_equal(r["overflow"], want["overflow"])
     assert r["valid"][3].sum() == 0 and (r["valid"][[0, 1, 2, 4, 5]].sum(1) >= 1).all()  # black frame 3: no face
     assert (r["valid"][6:].sum(1) >= 4).all()  # t1's faces
     v = want["valid"]
@@ -448,7 +449,7 @@ def test_truncated_and_corrupt_video(bundle, tmp_path, photo_frames):
         assert 3 <= failed_at < 24
         partial = tmp_path / f"r{i}.npz.partial"
         kept = [npz(p) for p in sorted(partial.glob("chunk_*.npz"))]
-        kept = {k: np.concatenate([c[k] for c in kept]) for k in kept[0]}
+        kept = {k: np.concatenate([c[k] for c in kept]) for k in kept[0] if not k.startswith("state.")}  # not: the tracker
         n = len(kept["frame_index"])
         assert n <= failed_at and np.array_equal(kept["frame_index"], np.arange(n))
         assert np.array_equal(kept["bbox"], full["bbox"][:n])
