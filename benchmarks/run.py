@@ -137,7 +137,7 @@ def main(argv=None) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="run-", dir=out))  # bundles and job files, removed at the end
     source = {"video": str(video), "count": mode["frames"]}
     base = {"threads": args.threads, "workdir": str(workdir), "repeats": mode["repeats"], "batch": mode["batch"],
-            # Bundles are kept between runs: compiling aoti alone takes about 3 minutes on 2 cores.
+            # Bundles are kept between runs: compiling aoti alone takes about 4 minutes on 2 cores.
             "bundle_cache": str(out / "bundle-cache")}
 
     rows = []

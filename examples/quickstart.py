@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     bundles = args.out / "bundles"
     bundle = bundles / "quickstart" / "1.0.0"
     if not bundle.is_dir():
-        # No --backend: the fast default (aoti, compiled once, about 3 minutes on 2 CPU cores).
+        # No --backend: the fast default (aoti, compiled once, about 4 minutes on 2 CPU cores).
         status = cli.main(["export", "--detector", "det_500m", "--crop", "align", "--crop-size", "112",
                            "--name", "quickstart", "--out", str(bundles)])
         if status:

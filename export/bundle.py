@@ -35,7 +35,7 @@ BACKENDS = {"torchscript": "model.ts", "export": "model.pt2", "aoti": "model_aot
 # on Medusa's real videos (decode included): aoti 1.34x the InsightFace loop, export 0.54x, torchscript 0.39x.
 FASTEST_BACKEND = {"cpu": "aoti", "cuda": "aoti"}
 # What compiling each backend costs, for the progress line (the module with det_500m, 2 CPU cores).
-COMPILE_TIME = {"torchscript": "seconds", "export": "seconds", "aoti": "about 3 minutes on 2 CPU cores",
+COMPILE_TIME = {"torchscript": "seconds", "export": "seconds", "aoti": "about 4 minutes on 2 CPU cores",
                 "tensorrt": "minutes"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 # Load-time tolerances of the golden self-check against the eager fp32 reference (bundles/README.md).

@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--device", default="cpu")
     export.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
     export.add_argument("--backend", choices=["aoti", "export", "torchscript", "tensorrt"], default=None,
-                        help="aoti (default): the fast one, AOTInductor compiles the module to native code (about 3 "
+                        help="aoti (default): the fast one, AOTInductor compiles the module to native code (about 4 "
                              "minutes on 2 CPU cores). export, torchscript: portable, not fast; their graphs run "
                              "uncompiled, about half as fast as the InsightFace loop on the CPU. tensorrt: NVIDIA "
                              "GPUs, needs torch-tensorrt")

@@ -239,12 +239,14 @@ def test_cli_prints_the_summary_and_writes_crops(bundle_path, people_clip, tmp_p
 # --- every face ---------------------------------------------------------------------------------
 
 def test_crowd_frame_keeps_every_insightface_face(t1_rgb):
-    """t1.jpg tiled 2x2 (24 faces): the default K = 32 keeps every face InsightFace finds, within 1 px."""
+    """t1.jpg tiled 2x2 (24 faces): the default K = 32 keeps every face InsightFace finds, within 1 px,
+    eager and exported (the exported NMS picks in rounds of 8 that run while boxes are left)."""
     import onnxruntime as ort
     from insightface.model_zoo.scrfd import SCRFD
 
     from facecrop.pipeline import build_pipeline
     from facecrop.pipeline_config import PipelineConfig
+    from facecrop.runtime.bundle import MAX_SIDE, MIN_SIDE
 
     model = real_model("det_500m")
     crowd = np.concatenate([np.concatenate([t1_rgb, t1_rgb], 1)] * 2, 0)  # [1772, 2560, 3]
@@ -254,12 +256,27 @@ def test_crowd_frame_keeps_every_insightface_face(t1_rgb):
     assert len(boxes) >= 20
     config = PipelineConfig(detector=str(model), crop="align", det_size=(640, 640))
     assert config.max_faces == 32
+    module = build_pipeline(config)
+    frames = torch.from_numpy(np.stack([crowd, crowd[:, ::-1]])).permute(0, 3, 1, 2)  # and its mirror image
+    frames = frames.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        out = build_pipeline(config).forward_dict(torch.from_numpy(crowd).permute(2, 0, 1)[None].contiguous())
+        out = module.forward_dict(frames[:1])
     assert not out["overflow"].any() and int(out["valid"].sum()) == len(boxes)
     ours = out["bbox"][out["valid"]].numpy()
     nearest = np.abs(ours[None] - boxes[:, None, :4]).max(-1).min(1)  # each InsightFace box to our closest
     assert nearest.max() <= 1.0, nearest
+
+    dims = {0: torch.export.Dim("batch", min=1, max=64), 2: torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE),
+            3: torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)}
+    small = frames[:, :, :886, :1280].contiguous(memory_format=torch.channels_last)  # t1 and its mirror: 6 + 6
+    torch._dynamo.reset()
+    exported = torch.export.export(module, (small,), dynamic_shapes=(dims,), strict=False).module()
+    with torch.inference_mode():
+        for batch in (frames, small):
+            want, got = module(batch), exported(batch)
+            for name, a, b in zip(module.output_names, want, got):
+                assert torch.equal(a, b), name
+    assert int(want[0].sum()) == 12 and int(got[0].sum()) == 12
 
 
 def test_overflow_is_reported_in_results_manifest_and_cli(t1_rgb, tmp_path, capfd):
