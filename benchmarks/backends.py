@@ -31,7 +31,7 @@ class Case:
     landmarks: Optional[str]
     det_size: tuple[int, int]
     crop_size: int
-    max_faces: int = 8
+    max_faces: int = 32  # facecrop export's default
     device: str = "cpu"
 
     def pipeline_config(self):

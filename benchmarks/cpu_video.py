@@ -100,8 +100,7 @@ def export_bundle(backend: str, args, out: Path) -> Path:
 
     config = PipelineConfig(detector=str(resolve_model(args.detector, args.model_dir)),
                             landmarks=str(resolve_model(args.landmarks, args.model_dir)) if args.landmarks else None,
-                            crop="align", det_size=(args.det_size, args.det_size), crop_size=args.crop_size,
-                            max_faces=8)
+                            crop="align", det_size=(args.det_size, args.det_size), crop_size=args.crop_size)
     sources = {"detector": Path(config.detector)}
     if config.landmarks:
         sources["landmarks"] = Path(config.landmarks)

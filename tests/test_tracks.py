@@ -279,6 +279,38 @@ def test_crowd_frame_keeps_every_insightface_face(t1_rgb):
     assert int(want[0].sum()) == 12 and int(got[0].sum()) == 12
 
 
+def test_crowd_video_keeps_every_insightface_face(t1_rgb, tmp_path):
+    """A video of real-photo crowds (t1.jpg tiled 2x2, 24 faces, moving): in every frame each face
+    InsightFace's SCRFD.detect finds (det size 640, thresholds 0.3) is in the results within 1 px."""
+    import onnxruntime as ort
+    from insightface.model_zoo.scrfd import SCRFD
+
+    from facecrop import bundle as fb
+    from facecrop.pipeline import build_pipeline
+    from facecrop.pipeline_config import PipelineConfig
+    from test_runtime import decode_all
+
+    model = real_model("det_500m")
+    crowd = np.concatenate([np.concatenate([t1_rgb, t1_rgb], 1)] * 2, 0)  # [1772, 2560, 3]
+    frames = np.stack([np.ascontiguousarray(crowd[12 * i:12 * i + 1440, 20 * i:20 * i + 2400]) for i in range(4)])
+    video = make_video(tmp_path / "crowd.mp4", frames)
+    config = PipelineConfig(detector=str(model), crop="align", det_size=(640, 640))
+    path = fb.write_bundle(build_pipeline(config), config, backend="export", out_root=tmp_path / "b",
+                           source_models={"detector": model})
+    from facecrop.runtime import load_bundle
+
+    r = npz(process_video(load_bundle(path), video, tmp_path / "crowd.npz", progress=False))
+    reference = SCRFD(str(model), session=ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]))
+    reference.prepare(-1, input_size=(640, 640), det_thresh=0.3, nms_thresh=0.3)
+    decoded, _ = decode_all(video)
+    for i, frame in enumerate(decoded.permute(0, 2, 3, 1).numpy()):
+        boxes, _ = reference.detect(np.ascontiguousarray(frame[..., ::-1]), input_size=(640, 640))
+        ours = r["bbox"][i][r["valid"][i]]
+        assert len(boxes) >= 16 and len(ours) == len(boxes) and not r["overflow"][i], (i, len(boxes), len(ours))
+        assert np.abs(ours[None] - boxes[:, None, :4]).max(-1).min(1).max() <= 1.0, i
+    assert (r["track_frames"] == len(frames)).sum() >= 16  # the people in view throughout keep one id each
+
+
 def test_overflow_is_reported_in_results_manifest_and_cli(t1_rgb, tmp_path, capfd):
     from facecrop import bundle as fb
     from facecrop.pipeline import build_pipeline
