@@ -59,14 +59,23 @@ def _tree(pid: int) -> list[int]:
 
 
 def _tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process tree, MiB: private and file pages of each, shared memory once."""
+    """Resident memory of a process tree, MiB: private and file pages of each, shared memory once.
+
+    A child with its parent's name is a fork that has not run its program yet (``subprocess``
+    starting the decoding process): its pages are the parent's, so it is not counted (counted,
+    it doubled the run's peak for a moment: 1320 MB measured for a folder run of 650 MB + decoders).
+    """
     private, shared = 0, 0
+    names: dict[int, str] = {}
     for p in _tree(pid):
         try:
             lines = Path(f"/proc/{p}/status").read_text().splitlines()
         except OSError:
             continue  # it has just ended
-        fields = dict(line.split(":", 1) for line in lines if line.startswith("Rss"))
+        fields = dict(line.split(":", 1) for line in lines if line.startswith(("Rss", "Name", "PPid")))
+        names[p] = fields.get("Name", "").strip()
+        if names[p] == names.get(int(fields.get("PPid", "0")), None):
+            continue
         kb = {k: int(fields.get(k, "0 kB").split()[0]) for k in ("RssAnon", "RssFile", "RssShmem")}
         private += kb["RssAnon"] + kb["RssFile"]
         shared = max(shared, kb["RssShmem"])  # the frame slots, mapped by both facecrop processes
