@@ -23,15 +23,12 @@ import numpy as np
 import torch
 
 # 2.0: one bundle serves every frame size (format 1 bundles took one fixed size).
-# 3.0: input.memory_format: the artifact takes channels-last frames (a format 2 runtime would hand it
-# contiguous ones, which a compiled artifact reads wrongly); format 2 bundles still load.
+# 3.0: input.memory_format: channels-last frames (a compiled artifact reads others wrongly); 2.x still loads.
 # 3.1: artifact.inductor_configs records how an aoti artifact was compiled (informative only).
-# 3.2: the output `overflow [B]` says which frames had more faces than the bundle keeps. Older bundles
-# still run; their results cannot report it (the runtime says so).
+# 3.2: output `overflow [B]`, frames with more faces than the bundle keeps (older bundles run without it).
 FORMAT_VERSION = "3.2"
 MANIFEST = "manifest.json"
-# Frame sides every bundle accepts, in pixels: from a thumbnail to 4K/DCI.
-MIN_SIDE, MAX_SIDE = 16, 4096
+MIN_SIDE, MAX_SIDE = 16, 4096  # frame sides every bundle accepts, in pixels: from a thumbnail to 4K/DCI
 
 
 class BundleError(ValueError):

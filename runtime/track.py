@@ -25,7 +25,7 @@ DEFAULT_DIST_THRESHOLD = 250.0  # Medusa's, in pixels over all landmark coordina
 class OnlineTracker:
     """Give each frame's detections the ids of the faces tracked so far, or new ones.
 
-    For each frame: the detections are taken from the one closest to any tracked face to the
+    For each frame: the detections are visited from the one closest to any tracked face to the
     farthest; each gets its nearest still-unclaimed tracked face when the Euclidean distance
     between the flattened landmarks is below ``dist_threshold``, else a new id. Matched faces'
     landmarks are replaced by the new detection's; unmatched tracked faces keep their last
