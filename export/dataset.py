@@ -23,8 +23,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from facecrop.runtime import Bundle, load_bundle, process_video, summarize_results
 from facecrop.runtime.checkpoint import checkpoint_folder
 from facecrop.runtime.decoder import Decoder

@@ -9,7 +9,6 @@ the frames before a corrupt spot). The arrays are documented in ``bundles/README
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import av
