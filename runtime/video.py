@@ -147,7 +147,7 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
             height, width = item.frames.shape[2:]
             if not (low <= height <= high and low <= width <= high):
                 raise VideoError(f"{video}: frame {item.frame_index[0]} is {width}x{height}, outside the bundle's "
-                                 f"{low}-{high} px a side{_kept(sink)}")
+                                 f"{low}-{high} px a side{_kept(sink, pending=True)}")
             sink.add(*_run_batch(bundle, item, sink.tracker, sink.keep_crops))
             decoder.release(item.slot)
             bar.update(len(item.frame_index))
@@ -157,7 +157,7 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
                 sink.flush()
         sink.flush()
     except DecoderDied as err:
-        raise VideoError(f"{video}: {err}{_kept(sink)}") from None
+        raise VideoError(f"{video}: {err}{_kept(sink, pending=True)}") from None
     except OSError as err:  # the results or crops cannot be written: a full disk, a folder gone read-only
         raise VideoError(f"cannot write the results of {video}: {err.strerror or err}{_kept(sink)}; "
                          "free space and run again with --resume") from None
@@ -188,9 +188,10 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
                          "free space and run again with --resume") from None
 
 
-def _kept(sink: ResultsSink) -> str:
-    """Where the frames computed before a failure are, for its message."""
-    done = sink.frames_done
+def _kept(sink: ResultsSink, pending: bool = False) -> str:
+    """Where the frames computed before a failure are, for its message; ``pending``: the batches not in
+    the checkpoint yet will be written to it as the run ends (not so after a write failed)."""
+    done = sink.frames_done + (sink.pending_frames if pending and sink.crops != "webdataset" else 0)
     return f"; results for frames 0-{done - 1} are kept in {sink.checkpoint.folder}" if done else ""
 
 
