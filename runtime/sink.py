@@ -42,6 +42,7 @@ class ResultsSink:
             raise ValueError(f"crops must be one of {CROP_FORMATS} or None, got {crops!r}")
         if not 0 <= present_threshold <= 1:
             raise ValueError(f"present_threshold must be a fraction of the frames (0-1), got {present_threshold!r}")
+        tracker = OnlineTracker(dist_threshold)  # checks it before the checkpoint folder is made
         self.output, self.save_crops, self.crops = output, save_crops, crops
         self.present_threshold = present_threshold
         self.identity = identity
@@ -49,7 +50,7 @@ class ResultsSink:
             _check_crops_target(crops_folder(output), identity, force)
         self.checkpoint = Checkpoint(output, identity, resume)
         state = self.checkpoint.tracker_state()
-        self.tracker = OnlineTracker(dist_threshold) if state is None else OnlineTracker.from_state(state)
+        self.tracker = tracker if state is None else OnlineTracker.from_state(state)
         self.writer = (CropWriter(self.checkpoint.folder / "crops", crops, str(video), crop_size, jpeg_quality)
                        if crops is not None else None)
         self.pending: list[dict[str, np.ndarray]] = []
