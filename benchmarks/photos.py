@@ -6,8 +6,20 @@ Shared by the parity tests and the benchmarks, so both judge the same pixels.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
+
+
+def media_dir() -> Path:
+    """Where Medusa's real example media are: ``$FACECROP_MEDIA_DIR``, else ``../shared/media/medusa`` beside
+    the repository, else ``media/medusa`` beside ``$FACECROP_MODEL_DIR`` (both live in the shared folder)."""
+    if os.environ.get("FACECROP_MEDIA_DIR"):
+        return Path(os.environ["FACECROP_MEDIA_DIR"])
+    beside = Path(__file__).resolve().parents[2] / "shared" / "media" / "medusa"
+    if beside.is_dir() or not os.environ.get("FACECROP_MODEL_DIR"):
+        return beside
+    return Path(os.environ["FACECROP_MODEL_DIR"]).resolve().parent / "media" / "medusa"
 
 
 def t1_rgb() -> np.ndarray:

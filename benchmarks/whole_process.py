@@ -7,7 +7,8 @@ writing the results), alternating facecrop and the reference ``--repeats`` times
 medians and the peak memory of each side's whole process tree (``facecrop run`` has a decoding
 process; the shared frame slots it writes are counted once).
 
-- ``medusa``: every video of ``../shared/media/medusa`` (real people, 0-3 faces, 480x384 to 720x720).
+- ``medusa``: every video of Medusa's example media (``../shared/media/medusa``, see
+  ``benchmarks.photos.media_dir``; real people, 0-3 faces, 480x384 to 720x720).
 - ``long``: 20 s videos made of real photos (1-6 faces a frame) at 480p, 720p and 1080p.
 - ``fixed``: where the time of one run on Medusa's ``0.mp4`` goes, step by step.
 - ``crops``: ``facecrop run`` with ``--crops png`` against the same without, on Medusa's videos with faces.
@@ -38,7 +39,6 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(REPO))
 
-MEDIA = REPO.parent / "shared" / "media" / "medusa"
 LONG_SIZES = ("480p", "720p", "1080p")
 LONG_SECONDS, CLIPS, CLIP_SECONDS = 20, 20, 4
 
@@ -154,7 +154,7 @@ def fixed_cost(bundle: Path, video: Path, out: Path, repeats: int) -> list[tuple
     return [(name, statistics.median(run[i][1] for run in runs)) for i, (name, _) in enumerate(runs[0])]
 
 
-def make_clips(folder: Path, count: int = CLIPS, seconds: float = CLIP_SECONDS) -> list[Path]:
+def make_clips(folder: Path, media: Path, count: int = CLIPS, seconds: float = CLIP_SECONDS) -> list[Path]:
     """``count`` clips of ``seconds`` cut from Medusa's videos with faces (H.264, their own size and rate).
 
     Clips start every ``seconds`` in each video in turn, overlapping where a video is too short; each
@@ -163,7 +163,7 @@ def make_clips(folder: Path, count: int = CLIPS, seconds: float = CLIP_SECONDS) 
     """
     import av
 
-    sources = [MEDIA / name for name in ("1.mp4", "2.mp4", "3.mp4", "example_vid.mp4")]
+    sources = [media / name for name in ("1.mp4", "2.mp4", "3.mp4", "example_vid.mp4")]
     folder.mkdir(parents=True, exist_ok=True)
     clips = []
     for i in range(count):
@@ -249,10 +249,17 @@ def main(argv=None) -> list[dict]:
                         default=["medusa", "long", "dataset", "fixed", "crops"],
                         help="fixed: where a run's fixed cost goes; crops: facecrop run with and without --crops png")
     parser.add_argument("--clips", type=int, default=CLIPS, help="clips in the dataset set")
+    parser.add_argument("--media-dir", type=Path, default=None, help="Medusa's example media (default: "
+                        "benchmarks.photos.media_dir())")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "whole")
     parser.add_argument("--model-dir", type=Path,
                         default=Path(os.environ.get("FACECROP_MODEL_DIR", REPO.parent / "shared" / "models")))
     args = parser.parse_args(argv)
+    from benchmarks.photos import media_dir
+
+    media = (args.media_dir or media_dir()).resolve()
+    if not (media / "1.mp4").is_file():
+        raise SystemExit(f"Medusa's example media are not in {media}: pass --media-dir or set FACECROP_MEDIA_DIR")
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     detector = args.model_dir.resolve() / "det_500m.onnx"
@@ -271,7 +278,7 @@ def main(argv=None) -> list[dict]:
 
     inputs = []
     if "medusa" in args.sets:
-        inputs += [(f"medusa {v.name}", v) for v in sorted(MEDIA.glob("*.mp4"))]
+        inputs += [(f"medusa {v.name}", v) for v in sorted(media.glob("*.mp4"))]
     if "long" in args.sets:
         from benchmarks.frames import FPS, FRAME_SIZES, ensure_video
 
@@ -283,7 +290,7 @@ def main(argv=None) -> list[dict]:
                     "facecrop run": [facecrop, "run", str(bundle), str(video), "-o", str(work / "ours" / "out.npz")]}
         rows.append(compare(label, _frames(video), commands, args.repeats, [work / "ref", work / "ours"]))
     if "dataset" in args.sets:
-        clips = make_clips(out / f"clips{args.clips}", count=args.clips)
+        clips = make_clips(out / f"clips{args.clips}", media, count=args.clips)
         folder = clips[0].parent
         loop = ('for f in "$1"/*.mp4; do "$2" run "$3" "$f" -o "$4/$(basename "$f").npz" || exit 1; done')
         commands = {"InsightFace script": reference + [str(work / "ref")] + [str(c) for c in clips],
@@ -293,14 +300,14 @@ def main(argv=None) -> list[dict]:
         rows.append(compare(f"{args.clips} clips of {CLIP_SECONDS} s", sum(_frames(c) for c in clips), commands,
                             args.repeats, [work / "ref", work / "ours", work / "loop"]))
     if "crops" in args.sets:
-        for video in (MEDIA / name for name in ("1.mp4", "2.mp4", "3.mp4", "example_vid.mp4")):
+        for video in (media / name for name in ("1.mp4", "2.mp4", "3.mp4", "example_vid.mp4")):
             run = [facecrop, "run", str(bundle), str(video), "-o", str(work / "ours" / "out.npz")]
             commands = {"facecrop run": run, "facecrop run --crops png": run + ["--crops", "png", "--force"]}
             rows.append(compare(f"medusa {video.name}", _frames(video), commands, args.repeats, [work / "ours"]))
     report = markdown(rows, args.repeats, bundle)
     steps = []
     if "fixed" in args.sets:
-        video = MEDIA / "0.mp4"
+        video = media / "0.mp4"
         work.mkdir(parents=True, exist_ok=True)
         steps = fixed_cost(bundle, video, work / "fixed.npz", args.repeats)
         report += (f"\nWhere the time of `facecrop run` on `{video.name}` ({_frames(video)} frames) goes, median of "

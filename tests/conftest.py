@@ -35,6 +35,19 @@ def real_model(name: str) -> Path:
     return path
 
 
+def real_media(name: str) -> Path:
+    """Path of one of Medusa's example media (``benchmarks.photos.media_dir``), failing in CI and
+    skipping elsewhere when it is absent."""
+    from benchmarks.photos import media_dir
+
+    path = media_dir() / name
+    if not path.is_file():
+        if IN_CI:
+            pytest.fail(f"CI needs the real media {path} (set FACECROP_MEDIA_DIR)")
+        pytest.skip(f"real media {path} not present")
+    return path
+
+
 @pytest.fixture(scope="session")
 def t1_rgb() -> np.ndarray:
     """InsightFace's test photo with six faces, RGB uint8 [H, W, 3]."""

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, real_model
+from conftest import REPO, real_media, real_model
 
 
 @pytest.mark.slow
@@ -96,10 +96,12 @@ def test_whole_process_benchmark_runs(tmp_path):
     from facecrop.pipeline_config import PipelineConfig
 
     model = real_model("det_500m")
+    media = real_media("1.mp4").parent
     config = PipelineConfig(detector=str(model), crop="align")
     bundle = fb.write_bundle(build_pipeline(config), config, backend="export", out_root=tmp_path / "b",
                              source_models={"detector": model})
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "whole_process.py"), "--bundle", str(bundle),
+                           "--media-dir", str(media),
                            "--sets", "dataset", "fixed", "--clips", "2", "--repeats", "1", "--model-dir",
                            str(model.parent), "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=900, cwd=REPO)

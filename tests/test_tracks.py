@@ -16,20 +16,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, real_model
+from conftest import REPO, real_media, real_model
 from facecrop.cli import main
 from facecrop.runtime import OnlineTracker, VideoError, process_video, summarize_results
 from facecrop.tracking import sort_faces
 from test_runtime import bundle, bundle_path, make_video, npz  # noqa: F401  (fixtures)
 
-MEDIA = REPO.parent / "shared" / "media" / "medusa"
-
-
 @pytest.fixture(scope="module")
 def people_clip(tmp_path_factory) -> Path:
     """Frames 100-195 of Medusa's 3.mp4 (720x720, people coming and going), re-encoded."""
-    source = MEDIA / "3.mp4"
-    assert source.is_file(), f"the real media are missing: {source}"
+    source = real_media("3.mp4")
     with av.open(str(source)) as container:
         frames = [f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(video=0)) if 100 <= i < 196]
     return make_video(tmp_path_factory.mktemp("clip") / "people.mp4", np.stack(frames))
@@ -217,7 +213,7 @@ def test_video_without_faces_writes_no_face_folders(bundle, tmp_path):  # noqa: 
 def test_rare_false_detections_are_marked_not_removed(bundle, tmp_path):  # noqa: F811
     """Medusa's 0.mp4 (no person): at det size 224 and threshold 0.3 a few frames score 0.30-0.32,
     as with InsightFace; those short tracks keep their rows and crops, marked ``track_kept`` False."""
-    out = process_video(bundle, MEDIA / "0.mp4", tmp_path / "nobody.npz", crops="png", progress=False)
+    out = process_video(bundle, real_media("0.mp4"), tmp_path / "nobody.npz", crops="png", progress=False)
     r = npz(out)
     assert 0 < r["valid"].sum() < 10 and (r["conf"][r["valid"]] < 0.4).all()
     assert not r["track_kept"].any() and r["track_frames"].sum() == r["valid"].sum()
