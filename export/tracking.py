@@ -20,7 +20,8 @@ __all__ = ["filter_faces", "sort_faces"]
 def sort_faces(lms: torch.Tensor, img_idx: torch.Tensor, dist_threshold: float = 250) -> torch.Tensor:
     """Give each detection a face identity that is stable across frames (Medusa's tracker).
 
-    Frames are visited in order of ``img_idx`` and each frame's detections go through
+    Frames are visited in order of ``img_idx`` and each frame's detections, in the order given (it
+    decides which of two new faces gets the lower id), go through
     :class:`facecrop.runtime.track.OnlineTracker` (the algorithm is described there), the tracker
     ``facecrop run`` uses for the ``face_idx`` of its results: the same detections get the same ids.
 

@@ -52,8 +52,12 @@ def test_face_idx_are_sort_faces_ids_on_the_same_detections(crops_run):
     assert r["face_idx"].dtype == np.int64 and r["face_idx"].shape == r["valid"].shape
     assert (r["face_idx"][~r["valid"]] == -1).all() and (r["face_idx"][r["valid"]] >= 0).all()
     lms, frame = detections(r)
-    # The whole video at once, as BatchResults.sort_faces does, rows shuffled across frames.
+    # The whole video at once, as BatchResults.sort_faces does, rows shuffled across frames. Each
+    # frame's detections keep the detector's order: it decides which of two new faces is numbered first.
     order = torch.randperm(len(frame), generator=torch.Generator().manual_seed(0))
+    for f in frame.unique():
+        slots = frame[order] == f
+        order[slots] = order[slots].sort().values
     ids = torch.empty_like(frame)
     ids[order] = sort_faces(lms[order], frame[order])
     assert (ids.numpy() == r["face_idx"][r["valid"]]).all()
