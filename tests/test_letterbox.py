@@ -11,25 +11,47 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import real_model
 from facecrop.detect.letterbox import letterbox
 
 DET_SIZE = (224, 224)
 SIZES = [(854, 480), (642, 378), (480, 640), (720, 720), (1920, 1080), (100, 37), (17, 300)]  # (width, height)
 
 
-def insightface_canvas(rgb: np.ndarray, det_size=DET_SIZE) -> tuple[np.ndarray, float]:
-    """``SCRFD.detect``'s resize and canvas, verbatim in its arithmetic: uint8 ``[det_h, det_w, 3]`` and the scale."""
-    im_ratio = float(rgb.shape[0]) / rgb.shape[1]
-    model_ratio = float(det_size[1]) / det_size[0]
-    if im_ratio > model_ratio:
-        new_height = det_size[1]
-        new_width = int(new_height / im_ratio)
-    else:
-        new_width = det_size[0]
-        new_height = int(new_width * im_ratio)
-    canvas = np.zeros((det_size[1], det_size[0], 3), dtype=np.uint8)
-    canvas[:new_height, :new_width] = cv2.resize(rgb, (max(new_width, 1), max(new_height, 1)))
-    return canvas, float(new_height) / rgb.shape[0]
+class RecordingSession:
+    """Stands between InsightFace's SCRFD and its onnxruntime session, keeping the blob it is given."""
+
+    def __init__(self, session):
+        self.session, self.blobs = session, []
+
+    def run(self, names, feeds):
+        self.blobs.append(next(iter(feeds.values())))
+        return self.session.run(names, feeds)
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+
+@pytest.fixture(scope="module")
+def insightface_canvas():
+    """``rgb [H, W, 3] -> (canvas uint8 [det_h, det_w, 3], scale)`` as InsightFace's ``SCRFD.detect`` makes it.
+
+    The canvas is recovered from the blob ``SCRFD`` hands onnxruntime (``(pixel - 127.5) / 128``,
+    RGB); the scale from the extent of the pasted picture (a real photo has no black bottom row).
+    """
+    from insightface.model_zoo.scrfd import SCRFD
+
+    detector = SCRFD(str(real_model("det_500m")))
+    detector.session = RecordingSession(detector.session)
+
+    def canvas_of(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        detector.detect(np.ascontiguousarray(rgb[..., ::-1]), input_size=DET_SIZE)  # InsightFace takes BGR
+        blob = detector.session.blobs.pop()[0]  # [3, det_h, det_w]
+        canvas = np.clip(np.rint(blob * 128.0 + 127.5), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+        rows = np.flatnonzero(canvas.any(axis=(1, 2)))
+        return canvas, float(rows[-1] + 1) / rgb.shape[0]
+
+    return canvas_of
 
 
 def photo(t1_rgb, size) -> np.ndarray:
@@ -42,7 +64,7 @@ def as_frames(images: list[np.ndarray], channels_last: bool = True) -> torch.Ten
 
 
 @pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
-def test_equals_opencv_on_real_photos(t1_rgb, size):
+def test_equals_insightface_on_real_photos(t1_rgb, size, insightface_canvas):
     rgb = photo(t1_rgb, size)
     want, want_scale = insightface_canvas(rgb)
     canvas, scale = letterbox(as_frames([rgb]), DET_SIZE)
