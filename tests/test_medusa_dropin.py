@@ -15,13 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import real_model
+from conftest import real_media, real_model
 from facecrop.containers import BatchResults
 from facecrop.crop import AlignCropModel, BboxCropModel
 from facecrop.crop.align_crop import TEMPLATE
 from facecrop.data import get_example_image, get_example_video
 from facecrop.detect import SCRFDetector, YunetDetector
-from facecrop.io import VideoLoader
+from facecrop.io import VideoLoader, load_image
 from facecrop.landmark import RetinafaceLandmarkModel
 from facecrop.testing import build_landmark_onnx
 from facecrop.tracking import _ensure_consecutive_face_idx, filter_faces, sort_faces
@@ -206,3 +206,17 @@ def test_tracks_on_example_videos(detector, n_faces):
     assert (per_frame == 1).all()
     results.sort_faces("lms")
     assert torch.equal(results.face_idx, face_idx)
+
+
+@pytest.mark.parametrize("n_faces", range(5))
+def test_detector_on_medusas_example_photos(n_faces):
+    """Medusa's own example photographs (``<n>_face.jpg``, real people) hold exactly ``n`` faces.
+
+    det_500m also gives one weak (0.32) extra detection on ``3_face.jpg`` (det_10g, Medusa's
+    default, does not): faces are counted at threshold 0.5, as ``../shared/media``'s README does.
+    """
+    img = load_image(real_media(f"{n_faces}_face.jpg"))
+    out = SCRFDetector(det_threshold=0.5)(img)
+    assert out["n_img"] == 1 and len(out.get("conf", [])) == n_faces
+    if n_faces:
+        assert out["lms"].shape == (n_faces, 5, 2) and (out["conf"] > 0.5).all()
