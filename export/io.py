@@ -17,6 +17,9 @@ import av
 import numpy as np
 import torch
 
+from facecrop.runtime.decode_worker import quarter_turns
+from facecrop.runtime.decoder import upright
+
 
 def load_image(path: str | Path) -> torch.Tensor:
     """Read an image file as RGB uint8 ``[3, H, W]`` (with PIL: torchvision's decoders are deprecated)."""
@@ -123,8 +126,12 @@ class VideoLoader:
             stream = container.streams.video[0]
             self.fps = float(stream.average_rate)
             self.height, self.width = stream.codec_context.height, stream.codec_context.width
+            decoded = container.decode(stream)
+            first = next(decoded, None)
+            if first is not None and quarter_turns(first) % 2:  # frames come upright, as players show them
+                self.height, self.width = self.width, self.height
             # The container's count is absent (0) for some formats; then count by decoding.
-            self.n_frames = stream.frames or sum(1 for _ in container.decode(stream))
+            self.n_frames = stream.frames or (first is not None) + sum(1 for _ in decoded)
         self.frames = self._check_frames(frames)
         self._metadata = {"img_size": (self.width, self.height), "n_img": self.n_frames, "fps": round(self.fps)}
 
@@ -159,7 +166,7 @@ class VideoLoader:
             for index, frame in enumerate(container.decode(stream)):
                 if wanted is not None and index not in wanted:
                     continue
-                batch.append(frame.to_ndarray(format="rgb24"))
+                batch.append(upright(frame.to_ndarray(format="rgb24"), quarter_turns(frame)))
                 if len(batch) == self.batch_size:
                     yield self._to_tensor(batch)
                     batch = []

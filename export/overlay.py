@@ -9,6 +9,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from facecrop.runtime.decode_worker import quarter_turns
+from facecrop.runtime.decoder import upright
+
 COLORS = np.array([(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
                    (145, 30, 180), (70, 240, 240), (240, 50, 230)], np.uint8)  # one per face id
 
@@ -58,7 +61,7 @@ def write_overlay(video: str | Path, results: str | Path, output: str | Path) ->
             for i, frame in enumerate(source.decode(src)):
                 if i >= len(valid):
                     break
-                img = draw_faces(frame.to_ndarray(format="rgb24"), bbox[i], lms[i] if lms is not None else None, valid[i],
+                img = draw_faces(upright(frame.to_ndarray(format="rgb24"), quarter_turns(frame)), bbox[i], lms[i] if lms is not None else None, valid[i],
                                  face_idx[i] if face_idx is not None else None)
                 img = np.pad(img, ((0, img.shape[0] % 2), (0, img.shape[1] % 2), (0, 0)))  # yuv420p needs even sizes
                 if stream is None:

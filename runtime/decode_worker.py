@@ -4,7 +4,7 @@ Run by path by :class:`facecrop.runtime.decoder.Decoder`, with the slots' file d
 PyAV and the standard library only (not even NumPy: 50 ms less before the first frame). JSON lines:
 on stdin the job (``{"video", "batch_size", "skip", "max_frame_bytes"}``: the process can start
 before its video is known), then the slots the parent is done with; on stdout, which slot holds
-which frames, then the end (or an error).
+which frames (as stored, with the quarter turns that show them upright), then the end (or an error).
 
     python decode_worker.py FD [FD ...]
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import signal
 import sys
 
 import av
@@ -61,6 +62,12 @@ def _copy_rgb(frame, slot: mmap.mmap, offset: int) -> None:
             slot[offset + y * row:offset + (y + 1) * row] = data[y * pitch:y * pitch + row]
 
 
+def quarter_turns(frame) -> int:
+    """Counterclockwise quarter turns (0-3) that show ``frame`` upright, as players do: phones store
+    portrait video sideways with a display rotation (PyAV's ``frame.rotation``, degrees counterclockwise)."""
+    return round((frame.rotation or 0) / 90) % 4
+
+
 def frames_per_batch(batch_size: int, width: int, height: int) -> int:
     """How many ``width x height`` frames a batch of at most ``batch_size`` takes (see ``BATCH_BYTES``)."""
     return max(1, min(batch_size, BATCH_BYTES // (3 * width * height)))
@@ -71,7 +78,7 @@ def serve(video: str, batch_size: int, skip: int, max_frame_bytes: int, fds: lis
     slots = [mmap.mmap(fd, batch_size * max_frame_bytes) for fd in fds]
     free = list(range(len(slots)))
     count, last_pts, last_duration, problem = 0, float("nan"), 0.0, None
-    slot, shape, index, seconds = None, None, [], []
+    slot, shape, turns, index, seconds = None, None, 0, [], []
 
     def send(**message):
         print(json.dumps(message), flush=True)
@@ -79,7 +86,7 @@ def serve(video: str, batch_size: int, skip: int, max_frame_bytes: int, fds: lis
     def flush_batch():
         nonlocal slot, index, seconds
         if index:
-            send(slot=slot, shape=shape, index=index, seconds=seconds)
+            send(slot=slot, shape=shape, turns=turns, index=index, seconds=seconds)
             slot, index, seconds = None, [], []
 
     with av.open(video) as container:
@@ -92,9 +99,9 @@ def serve(video: str, batch_size: int, skip: int, max_frame_bytes: int, fds: lis
                 last_duration = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
                 if current < skip:
                     continue
-                if shape != [3, frame.height, frame.width]:  # the stream changed size: the batch ends here
-                    flush_batch()
-                    shape = [3, frame.height, frame.width]
+                if shape != [3, frame.height, frame.width] or turns != quarter_turns(frame):
+                    flush_batch()  # the stream changed size or display rotation: the batch ends here
+                    shape, turns = [3, frame.height, frame.width], quarter_turns(frame)
                     if 3 * frame.height * frame.width > max_frame_bytes:
                         send(error=f"frame {current} is {frame.width}x{frame.height}, too large for this bundle")
                         return
@@ -119,6 +126,9 @@ def serve(video: str, batch_size: int, skip: int, max_frame_bytes: int, fds: lis
 
 
 if __name__ == "__main__":
+    # Ctrl-C and SIGTERM reach the whole process group: the parent handles them and stops this process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     job = sys.stdin.readline()  # empty: the parent left without giving a video
     try:
         if job:

@@ -30,13 +30,20 @@ class Batch:
     slot: int  # hand it back with :meth:`Decoder.release` once the module is done with ``frames``
     frame_index: np.ndarray  # [b] int64
     pts_seconds: np.ndarray  # [b] float64, NaN where the frame has no timestamp
-    frames: np.ndarray  # [b, 3, H, W] uint8 RGB at the video's own size, a channels-last view of the slot
+    frames: np.ndarray  # [b, 3, H, W] uint8 RGB upright, channels-last (a view of the slot unless turned)
+    rotation: int = 0  # degrees counterclockwise the stored frames were turned to show them upright
 
 
 @dataclass
 class End:
     count: int  # frames decoded, skipped ones included
     problem: str | None  # why decoding stopped early; None when the video ended normally
+
+
+def upright(pixels: np.ndarray, turns: int) -> np.ndarray:
+    """Frames ``[..., H, W, 3]`` turned ``turns`` quarter turns counterclockwise (see
+    :func:`decode_worker.quarter_turns`); a contiguous copy when turned, ``pixels`` itself when not."""
+    return np.ascontiguousarray(np.rot90(pixels, turns, axes=(-3, -2))) if turns else pixels
 
 
 class DecoderDied(RuntimeError):
@@ -91,9 +98,9 @@ class Decoder:
                 n, shape = len(message["index"]), tuple(message["shape"])
                 height, width = shape[1:]
                 pixels = self.slots[message["slot"]][:n * height * width * 3].reshape(n, height, width, 3)
-                frames = pixels.transpose(0, 3, 1, 2)
+                frames = upright(pixels, message["turns"]).transpose(0, 3, 1, 2)
                 yield Batch(message["slot"], np.array(message["index"], np.int64),
-                            np.array(message["seconds"], np.float64), frames)
+                            np.array(message["seconds"], np.float64), frames, 90 * message["turns"])
             elif "end" in message:
                 yield End(message["end"], message["problem"])
                 return

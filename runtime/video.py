@@ -2,8 +2,9 @@
 
 Every decoded frame gets one row, in decoding (= presentation) order (``frame_index[i] == i``; no
 faces: ``valid[i]`` all False). RGB frames go to the module at their own size (it letterboxes inside,
-as InsightFace does), so coordinates are in the video's pixels; where a stream changes size, a batch
-ends. Results are checkpointed in ``<output>.partial/`` as they come (for ``resume=True``, and to keep
+as InsightFace does), turned upright as players show them (a phone's portrait video is stored
+sideways with a display rotation; ``rotation[i]`` records the degrees turned), so coordinates are in
+the displayed frame's pixels; where a stream changes size or rotation, a batch ends. Results are checkpointed in ``<output>.partial/`` as they come (for ``resume=True``, and to keep
 the frames before a corrupt spot). The arrays are documented in ``bundles/README.md``.
 """
 
@@ -33,6 +34,7 @@ def _run_batch(bundle: Bundle, batch: Batch, tracker: OnlineTracker,
     outputs = {k: v.cpu().numpy() for k, v in bundle(torch.from_numpy(batch.frames)).items()}
     result = {k: outputs[k] for k in PER_FRAME if k in outputs}
     result.update(frame_index=batch.frame_index, pts_seconds=batch.pts_seconds,
+                  rotation=np.full(len(batch.frame_index), batch.rotation, np.int16),
                   face_idx=tracker.update_frames(outputs["lms"], outputs["valid"]))
     if keep_crops:
         rows, slots = np.nonzero(outputs["valid"])
@@ -121,7 +123,8 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
         raise ValueError(f"jpeg_quality is FFmpeg's quantiser, 2 (best) to 31, got {jpeg_quality!r}")
     _check_output(output)
     expected, (width, height), identity = _video_info(video)
-    identity.update(artifact_sha256=bundle.manifest["artifact"]["sha256"], save_crops=save_crops,
+    # "upright": the frames are turned as displayed (a checkpoint from before that is not continued).
+    identity.update(artifact_sha256=bundle.manifest["artifact"]["sha256"], save_crops=save_crops, upright=True,
                     dist_threshold=float(dist_threshold), crops=crops, jpeg_quality=jpeg_quality)
     sink = ResultsSink(output, video, identity, resume, save_crops, crops, _crop_side(bundle), jpeg_quality,
                        dist_threshold, present_threshold, force)
