@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
+import warnings
 from pathlib import Path
 
 
@@ -205,13 +208,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"facecrop: warning: {message}", file=sys.stderr)
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt("stopped by SIGTERM")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Schedulers stop jobs with SIGTERM: it ends a run as Ctrl-C does, results kept and one line said.
+    previous = signal.signal(signal.SIGTERM, _stop) if threading.current_thread() is threading.main_thread() else None
+    shown = warnings.showwarning
+    warnings.showwarning = _warn_in_one_line
     try:
         args.func(args)
     except (UserError, ValueError, TypeError, FileNotFoundError, PermissionError, RuntimeError) as err:
         print(f"facecrop: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:  # one line, not the traceback: what was kept, and how to go on
+        said = str(err) or "interrupted"
+        if args.func is _run and "kept in" in said:
+            said += ("; run the same command with --resume to continue" if _single_video(args)
+                     else "; run the same command again to continue (finished videos are skipped)")
+        print(f"facecrop: {said}", file=sys.stderr)
+        return 143 if said.startswith("stopped by SIGTERM") else 130
+    finally:
+        warnings.showwarning = shown
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import av
@@ -53,7 +54,17 @@ def _as_tensor(img) -> torch.Tensor:
         raise TypeError(f"expected an image path, tensor or NumPy array, got {type(img).__name__}")
     if tensor.dtype != torch.uint8 and not tensor.dtype.is_floating_point:
         raise TypeError(f"expected uint8 or float pixels (0-255), got dtype {tensor.dtype}")
+    if tensor.dtype.is_floating_point and tensor.numel() and 0 < float(tensor.amax()) <= 1 and float(tensor.amin()) >= 0:
+        # A torchvision ToTensor() slip: such a picture is nearly black at 0-255, and finds no face.
+        # Medusa does not rescale, so neither does facecrop: it says so, once (Python shows a warning
+        # once per place it is raised, and this is the one place).
+        warnings.warn("float image with every value within 0-1: facecrop (as Medusa and InsightFace) takes "
+                      "pixels in 0-255; multiply by 255", ImageScaleWarning)
     return tensor
+
+
+class ImageScaleWarning(UserWarning):
+    """An image whose values look like 0-1 where 0-255 is expected."""
 
 
 def to_batches(imgs, device: str | torch.device = "cpu") -> list[torch.Tensor]:

@@ -1,16 +1,32 @@
-"""facecrop.runtime: load a facecrop bundle and run it on video (torch, numpy, PyAV only).
+"""facecrop.runtime: run a facecrop bundle on video (torch, numpy and PyAV only).
 
 >>> from facecrop.runtime import load_bundle, process_video  # doctest: +SKIP
 >>> bundle = load_bundle("bundles/det_500m-align112-det224-aoti-cpu-fp32/1.0.0")  # doctest: +SKIP
->>> process_video(bundle, "talk.mp4", "talk.npz")  # doctest: +SKIP
+>>> process_video(bundle, "talk.mp4", "talk.npz", crops="png")  # doctest: +SKIP
+
+The public API:
+
+- ``load_bundle(path, device=None) -> Bundle``: load and self-check a bundle; ``bundle(frames)``
+  maps uint8 ``[B, 3, H, W]`` RGB frames of any size to the per-frame outputs (``bundle.py``).
+- ``process_video(bundle, video, output, ...)``: every frame of a video, upright, with face ids,
+  checkpointed, into one ``.npz`` (and crop files); resumable, one run per output (``video.py``).
+- ``OnlineTracker``: the face ids, one frame at a time (``track.py``).
+- ``summarize_results(path)``: a results file's quality summary (``quality.py``).
+- Errors: ``BundleError`` (a wrong or damaged bundle), ``VideoError`` (a video or output that cannot
+  be processed), ``RunInterrupted`` (Ctrl-C, what was kept), warning ``CheckpointDamaged``.
+- ``FORMAT_VERSION``: the bundle format it reads; ``CROP_FORMATS``: the crop files it writes.
+
+Inside, one loop (``video.py``): a decoding process (``decoder.py``, ``decode_worker.py``) hands
+batches to the module; ``sink.py`` gives ids and writes checkpoint chunks (``checkpoint.py``) and
+crop files (``crops.py``); ``lock.py`` keeps one run per output; ``progress.py`` draws the bar.
 """
 
 from .bundle import FORMAT_VERSION, Bundle, BundleError, load_bundle
 from .crops import CROP_FORMATS
-from .errors import VideoError
+from .errors import CheckpointDamaged, RunInterrupted, VideoError
 from .quality import summarize_results
 from .track import OnlineTracker
 from .video import process_video
 
-__all__ = ["CROP_FORMATS", "FORMAT_VERSION", "Bundle", "BundleError", "OnlineTracker", "VideoError", "load_bundle",
-           "process_video", "summarize_results"]
+__all__ = ["CROP_FORMATS", "FORMAT_VERSION", "Bundle", "BundleError", "CheckpointDamaged", "OnlineTracker",
+           "RunInterrupted", "VideoError", "load_bundle", "process_video", "summarize_results"]

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import io
 import json
 import os
-import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .artifact import load_artifact
+from .errors import BundleError
 
 # 2.0: one bundle serves every frame size (format 1 bundles took one fixed size).
 # 3.0: input.memory_format: channels-last frames (a compiled artifact reads others wrongly); 2.x still loads.
@@ -29,10 +30,6 @@ import torch
 FORMAT_VERSION = "3.2"
 MANIFEST = "manifest.json"
 MIN_SIDE, MAX_SIDE = 16, 4096  # frame sides every bundle accepts, in pixels: from a thumbnail to 4K/DCI
-
-
-class BundleError(ValueError):
-    """A bundle that cannot be used here: unreadable, tampered, too new or built for another device."""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -82,33 +79,6 @@ def resolve_device(manifest: dict, device: str | torch.device | None) -> torch.d
     return target
 
 
-def check_pt2_archive(path: Path) -> None:
-    """Refuse a ``.pt2`` archive that would make ``torch.export.load`` unpickle arbitrary objects.
-
-    ``torch.export.load`` falls back to ``torch.load(weights_only=False)`` or ``pickle.loads`` for
-    pickled weights/constants, opaque objects, unreadable sample inputs and the legacy zip format;
-    facecrop never writes those, so their presence means the file was not written by facecrop.
-    """
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise BundleError(f"artifact {path} is not a .pt2 (zip) archive") from None
-    with archive:
-        for name in archive.namelist():
-            base = name.rsplit("/", 1)[-1]
-            if name == "version" or base.startswith("serialized_"):
-                raise BundleError(f"artifact {path} uses the legacy pickle-based export format ({name})")
-            if name.endswith("_config.json") and "/data/" in name:
-                for fqn, entry in json.loads(archive.read(name)).get("config", {}).items():
-                    if entry.get("use_pickle") or entry.get("path_name", "").startswith("opaque_obj"):
-                        raise BundleError(f"artifact {path} holds a pickled object {fqn!r}; refusing to load it")
-            elif "/data/sample_inputs/" in name:
-                try:
-                    torch.load(io.BytesIO(archive.read(name)), weights_only=True)
-                except Exception as err:
-                    raise BundleError(f"artifact {path}: {name} is not plain tensor data ({err})") from None
-
-
 def reuse_freed_memory() -> None:
     """Let glibc keep freed memory for reuse (elsewhere nothing), unless ``MALLOC_MMAP_THRESHOLD_`` is set.
 
@@ -123,30 +93,6 @@ def reuse_freed_memory() -> None:
         return
     mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve blocks up to 1 GiB from the heap
     mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD: keep the heap's top (up to 2 GiB)
-
-
-def load_artifact(path: Path, backend: str, device: torch.device):
-    """Load the compiled module; returns a callable ``frames -> tuple of tensors``."""
-    if backend == "torchscript":
-        with warnings.catch_warnings():  # TorchScript is deprecated upstream but still the portable format.
-            warnings.simplefilter("ignore", FutureWarning)
-            return torch.jit.load(str(path), map_location=device).eval()
-    check_pt2_archive(path)
-    if backend == "export":
-        return torch.export.load(path).module()
-    if backend == "aoti":
-        index = device.index if device.index is not None else -1
-        # The C++ loader itself: torch._inductor.aoti_load_package would import the compiler's Python
-        # (sympy and all), 150 MB of memory and 0.2 s that running the artifact never uses.
-        loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, index)
-        return lambda frames: tuple(loader.run([frames]))
-    if backend == "tensorrt":
-        try:
-            import torch_tensorrt  # noqa: F401  (registers the TensorRT engine ops the program calls)
-        except ImportError:
-            raise BundleError("this is a TensorRT bundle: install torch-tensorrt to load it") from None
-        return torch.export.load(path).module()
-    raise BundleError(f"unknown backend {backend!r} in the manifest")
 
 
 def compare_outputs(expected: dict, actual: dict, tolerance: dict) -> dict[str, float]:

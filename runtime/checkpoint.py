@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .errors import StaleCheckpoint, VideoError
+from .errors import CheckpointDamaged, StaleCheckpoint, VideoError
 
 __all__ = ["CROP_ARRAYS", "Checkpoint", "checkpoint_folder"]
 
@@ -41,18 +42,46 @@ class Checkpoint:
     def __init__(self, output: Path, identity: dict, resume: bool):
         self.folder = checkpoint_folder(output)
         self.meta_path = self.folder / "meta.json"
+        self.meta = None
         if self.meta_path.is_file():
             if not resume:
                 raise VideoError(f"{self.folder} holds an interrupted run: pass --resume to continue it, "
                                  "or delete it to start again")
-            self.meta = json.loads(self.meta_path.read_text())
-            if self.meta["identity"] != identity:
-                raise StaleCheckpoint(f"{self.folder} was made from another video, bundle or setting; "
-                                      "delete it to start again")
-        else:
+            try:
+                self.meta = json.loads(self.meta_path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                warnings.warn(f"{self.meta_path} is damaged: the run starts again from frame 0", CheckpointDamaged)
+            else:
+                if self.meta["identity"] != identity:
+                    raise StaleCheckpoint(f"{self.folder} was made from another video, bundle or setting; "
+                                          "delete it to start again")
+                self._drop_damaged_chunks()
+        if self.meta is None:
             self.folder.mkdir(exist_ok=True)
             self.meta = {"identity": identity, "chunks": []}
             self._write_meta()
+
+    def _drop_damaged_chunks(self) -> None:
+        """Check every listed chunk (its zip CRCs and frame count); from the first damaged one on, the
+        chunks are dropped and their frames computed again, so a resumed run ends as an uninterrupted one."""
+        for i, chunk in enumerate(self.meta["chunks"]):
+            path = self.folder / chunk["file"]
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    intact = archive.testzip() is None
+                if intact:
+                    with np.load(path, allow_pickle=False) as data:
+                        intact = len(data["frame_index"]) == chunk["frames"]
+            except (OSError, zipfile.BadZipFile, KeyError, ValueError):
+                intact = False
+            if not intact:
+                first = sum(c["frames"] for c in self.meta["chunks"][:i])
+                warnings.warn(f"{path} is damaged: frames {first} on are computed again", CheckpointDamaged)
+                for later in self.meta["chunks"][i:]:
+                    (self.folder / later["file"]).unlink(missing_ok=True)
+                del self.meta["chunks"][i:]
+                self._write_meta()
+                return
 
     @property
     def frames_done(self) -> int:

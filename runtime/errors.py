@@ -1,8 +1,12 @@
-"""The runtime's errors that users act on (each a ValueError: the CLI prints its one line)."""
+"""The runtime's errors and warnings that users act on (the CLI prints each as one line)."""
 
 from __future__ import annotations
 
-__all__ = ["StaleCheckpoint", "VideoError"]
+__all__ = ["BundleError", "CheckpointDamaged", "RunInterrupted", "StaleCheckpoint", "VideoError"]
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used here: unreadable, tampered, too new or built for another device."""
 
 
 class VideoError(ValueError):
@@ -11,3 +15,11 @@ class VideoError(ValueError):
 
 class StaleCheckpoint(VideoError):
     """``<output>.partial/`` was made from another video, bundle or setting."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (or SIGTERM, in the CLI); the message says what was kept and where."""
+
+
+class CheckpointDamaged(UserWarning):
+    """Part of ``<output>.partial/`` cannot be read: those frames are computed again (a warning, not an error)."""

@@ -10,6 +10,8 @@ the frames before a corrupt spot). The arrays are documented in ``bundles/README
 
 from __future__ import annotations
 
+import errno
+import shutil
 from pathlib import Path
 
 import av
@@ -19,7 +21,8 @@ import torch
 from .bundle import Bundle
 from .decode_worker import declared_end, frames_per_batch
 from .decoder import Batch, Decoder, DecoderDied, End
-from .errors import VideoError
+from .errors import RunInterrupted, VideoError
+from .lock import OutputLock
 from .progress import Progress
 from .sink import ResultsSink
 from .track import DEFAULT_DIST_THRESHOLD, OnlineTracker
@@ -107,8 +110,9 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
     Returns:
         ``output`` (:func:`~facecrop.runtime.quality.summarize_results` reads its quality summary). Raises
         :class:`VideoError` for an unreadable, empty, truncated or corrupt video, and for results or
-        crops that cannot be written (a full disk); the frames before it stay in ``<output>.partial/``
-        for ``resume``.
+        crops that cannot be written (a full disk), and for another run writing ``output`` (its
+        ``<output>.lock``); the frames before it stay in ``<output>.partial/`` for ``resume``. Ctrl-C
+        raises :class:`RunInterrupted` (a ``KeyboardInterrupt``) saying what was kept.
 
     Example:
         >>> process_video(load_bundle("bundles/det_500m/1.0.0"), "talk.mp4", "talk.npz")  # doctest: +SKIP
@@ -126,8 +130,34 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
     # "upright": the frames are turned as displayed (a checkpoint from before that is not continued).
     identity.update(artifact_sha256=bundle.manifest["artifact"]["sha256"], save_crops=save_crops, upright=True,
                     dist_threshold=float(dist_threshold), crops=crops, jpeg_quality=jpeg_quality)
-    sink = ResultsSink(output, video, identity, resume, save_crops, crops, _crop_side(bundle), jpeg_quality,
-                       dist_threshold, present_threshold, force)
+    with OutputLock(output):
+        sink = ResultsSink(output, video, identity, resume, save_crops, crops, _crop_side(bundle), jpeg_quality,
+                           dist_threshold, present_threshold, force)
+        try:
+            end = _run_frames(bundle, video, sink, decoder, batch_size, expected, width, height, progress,
+                              checkpoint_frames, on_frames)
+        finally:
+            if sink.frames_done == 0:
+                sink.checkpoint.remove()  # nothing kept: no checkpoint to block or confuse the next run
+        if end.count == 0:
+            raise VideoError(f"{video} contains no video frames")
+        if end.problem:
+            kept = sink.frames_done
+            where = f"results for frames 0-{kept - 1} are kept in {sink.checkpoint.folder}" if kept else "no frame was processed"
+            raise VideoError(f"{video}: {end.problem}; {where}")
+        try:
+            sink.finish()
+            return output
+        except OSError as err:
+            raise _write_failed(video, err, sink, expected) from None
+
+
+def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder | None, batch_size: int,
+                expected: int, width: int, height: int, progress: bool, checkpoint_frames: int, on_frames) -> End:
+    """Decode ``video`` from the sink's first missing frame, run the batches into ``sink``; the decoder's :class:`End`.
+
+    Whatever stops it (an error, Ctrl-C, SIGTERM), the results computed so far are checkpointed first.
+    """
     done = sink.frames_done
     bar = Progress(expected, initial=done, enabled=progress)
     low, high = bundle.side_bounds
@@ -139,7 +169,6 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
     threads = torch.get_num_threads()
     if bundle.device.type == "cpu":  # one thread fewer: the decoding process gets a core of its own
         torch.set_num_threads(max(1, threads - 1))
-    item = None
     try:
         # While the decoding process starts (about 100 ms before its first batch), as the video's batches
         # come; a container that does not declare the frame size gets batch_size.
@@ -159,11 +188,14 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
             if sink.pending_frames >= checkpoint_frames:
                 sink.flush()
         sink.flush()
+        return item
     except DecoderDied as err:
         raise VideoError(f"{video}: {err}{_kept(sink, pending=True)}") from None
     except OSError as err:  # the results or crops cannot be written: a full disk, a folder gone read-only
-        raise VideoError(f"cannot write the results of {video}: {err.strerror or err}{_kept(sink)}; "
-                         "free space and run again with --resume") from None
+        raise _write_failed(video, err, sink, expected) from None
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM where the CLI turns it into this
+        kept = _kept(sink, pending=True) or "; no frame was processed"
+        raise RunInterrupted(f"{str(err) or 'interrupted'} while processing {video}{kept}") from None
     finally:
         try:
             sink.flush_interrupted()  # results computed before an error or interrupt are kept
@@ -174,21 +206,25 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
             bar.close()
             decoder.close()
             torch.set_num_threads(threads)
-    if item.count == 0:
-        sink.checkpoint.remove()
-        raise VideoError(f"{video} contains no video frames")
-    if item.problem:
-        kept = sink.frames_done
-        if kept == 0:
-            sink.checkpoint.remove()
-        where = f"results for frames 0-{kept - 1} are kept in {sink.checkpoint.folder}" if kept else "no frame was decoded"
-        raise VideoError(f"{video}: {item.problem}; {where}")
-    try:
-        sink.finish()
-        return output
-    except OSError as err:
-        raise VideoError(f"cannot write the results of {video}: {err.strerror or err}{_kept(sink)}; "
-                         "free space and run again with --resume") from None
+
+
+def _write_failed(video: Path, err: OSError, sink: ResultsSink, expected: int) -> VideoError:
+    """The one-line error for results or crops that cannot be written (a full disk, a read-only folder):
+    the folder, and, from what the kept frames took, about how many more bytes the run needs."""
+    folder = sink.checkpoint.folder
+    need = ""
+    done = sink.frames_done
+    if err.errno == errno.ENOSPC and done:
+        used = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        # The rest of the frames at the same rate, then the results file (about the chunks again).
+        more = used / done * max(expected - done, 0) + used
+        need = f", about {_megabytes(more)} more are needed there ({_megabytes(shutil.disk_usage(folder).free)} free)"
+    return VideoError(f"cannot write the results of {video} in {folder.parent}: {err.strerror or err}{need}"
+                      f"{_kept(sink)}; free space and run again with --resume")
+
+
+def _megabytes(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
 
 
 def _kept(sink: ResultsSink, pending: bool = False) -> str:

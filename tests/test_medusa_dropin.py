@@ -220,3 +220,15 @@ def test_detector_on_medusas_example_photos(n_faces):
     assert out["n_img"] == 1 and len(out.get("conf", [])) == n_faces
     if n_faces:
         assert out["lms"].shape == (n_faces, 5, 2) and (out["conf"] > 0.5).all()
+
+
+def test_images_scaled_0_1_are_not_rescaled_but_warned_about(detector):
+    from facecrop.io import ImageScaleWarning
+
+    img = get_example_image(1)
+    with pytest.warns(ImageScaleWarning, match="0-255; multiply by 255"):
+        scaled = detector(img / 255)
+    assert "conf" not in scaled  # as Medusa: no face in a nearly black picture, nothing rescaled silently
+    assert detector(img)["conf"].shape == (1,)
+    with pytest.warns(ImageScaleWarning):
+        AlignCropModel(output_size=(112, 112))(img / 255)
