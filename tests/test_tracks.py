@@ -377,3 +377,13 @@ def test_doctests_of_the_tracking_modules():
     for module in (facecrop.runtime.track, facecrop.runtime.quality, facecrop.tracking):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_results_file_loads_as_medusa_batch_results(crops_run):
+    from facecrop.containers import BatchResults
+
+    r = npz(crops_run)
+    results = BatchResults.from_npz(crops_run)
+    assert results.n_img == 96 and len(results.img_idx) == r["valid"].sum()
+    assert np.array_equal(results.face_idx.numpy(), r["face_idx"][r["valid"]])
+    assert np.array_equal(results.bbox.numpy(), r["bbox"][r["valid"]])

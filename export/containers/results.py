@@ -34,6 +34,11 @@ __all__ = ["BatchResults"]
 _META = ("n_img", "device")
 
 
+# Arrays of a runtime results file that are not one row per face: per frame, per track, per saved crop.
+NOT_PER_FACE = ("pts_seconds", "overflow", "rotation", "track_frames", "track_kept", "imgs_crop", "crop_frame_index",
+                "crop_slot")
+
+
 class BatchResults:
     """Per-detection results accumulated over batches of frames (Medusa's ``BatchResults``).
 
@@ -160,7 +165,8 @@ class BatchResults:
         bool and, padded to K faces per frame, ``conf`` (F, K), ``bbox`` (F, K, 4),
         ``lms`` (F, K, L, 2) and ``crop_mat`` (F, K, 3, 3). Rows where ``valid`` is
         False are dropped; ``img_idx`` is the video frame index (``frame_index``) of
-        each kept face and ``n_img`` is F.
+        each kept face and ``n_img`` is F. Per-frame, per-track and saved-crop arrays
+        (``NOT_PER_FACE``) are left out.
         """
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -169,10 +175,11 @@ class BatchResults:
                 raise ValueError(f"{path} is not a runtime results file: no {key!r} array (has {sorted(arrays)})")
         valid = torch.from_numpy(arrays.pop("valid")).bool()  # [F, K]
         frame_index = torch.from_numpy(arrays.pop("frame_index")).long()  # [F]
-        arrays.pop("pts_seconds", None)
         rows, _ = valid.nonzero(as_tuple=True)
         out = {"img_idx": frame_index[rows]}
         for key, value in arrays.items():
+            if key in NOT_PER_FACE:
+                continue
             if value.shape[:2] != tuple(valid.shape):
                 raise ValueError(f"{key} must have shape (F, K, ...) = {tuple(valid.shape)}, got {value.shape}")
             out[key] = torch.from_numpy(value)[valid]
