@@ -15,6 +15,7 @@ in the results exactly once. :mod:`facecrop.runtime` never imports Ray.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -63,6 +64,30 @@ def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
         raise ValueError(f"cannot reach a Ray cluster at {address}: {err}") from None
 
 
+TOKEN_HELP = ("a cluster started with `ray start --head` (Ray 2.59 and later) takes only drivers with its token: "
+              "copy the head node's ~/.ray/auth_token to ~/.ray/auth_token here, or set RAY_AUTH_TOKEN (or "
+              "RAY_AUTH_TOKEN_PATH) to it")
+
+
+def _token_at_hand() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
+
+
+def _send_token_if_any() -> None:
+    """Ray 2.59+ clusters started by ``ray start --head`` require a token, but a driver sends one only
+    with ``RAY_AUTH_MODE=token``; where a token is at hand and the mode is not set, set it, as ``ray
+    start`` does for itself. A cluster without token authentication takes such a driver too."""
+    if "RAY_AUTH_MODE" in os.environ or not _token_at_hand():
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        from ray._raylet import Config  # Ray reads its settings once, at import: read them again
+    except ImportError:  # a Ray without token authentication: nothing to do
+        return
+    Config.initialize("")
+
+
 def connect(address: str | None) -> None:
     """Join the Ray cluster at ``address`` (``'auto'``: the one ``ray start`` made on this machine).
 
@@ -71,10 +96,13 @@ def connect(address: str | None) -> None:
     ray = _ray()
     if ray.is_initialized():
         return
+    if address not in (None, "local"):
+        _send_token_if_any()
     try:
         ray.init(address=address, log_to_driver=False)
     except ConnectionError as err:
-        raise ValueError(f"cannot reach a Ray cluster at {address or 'auto'}: {err}") from None
+        # _check_reachable found something listening: a refusal here is most often the token.
+        raise ValueError(f"cannot join the Ray cluster at {address or 'auto'} ({err}); {TOKEN_HELP}") from None
 
 
 def run_dataset(bundle_path: str | Path, inputs: list[str | Path], out_dir: str | Path, address: str | None = None,
@@ -118,6 +146,7 @@ def run_dataset(bundle_path: str | Path, inputs: list[str | Path], out_dir: str 
         row = json.loads(item["row"])
         manifest.append(row)
         rows.append(row)
+        bar.add_frames(row.get("frames") or 0)  # the actors' frames reach this process as each video ends
         bar.finished(row)
     bar.close()
     return rows, skipped

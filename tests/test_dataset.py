@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -197,7 +199,8 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(bundle_path, videos, si
 @pytest.fixture(scope="module")
 def ray_instance():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # In-process ("local"): a bare ray.init() would join the last cluster `ray start` made here.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -262,3 +265,65 @@ def test_ray_errors_are_clear(bundle_path, videos, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, "run", str(bundle_path), video, "-o", str(tmp_path / "p"),
                            "--ray"], capture_output=True, text=True)
     assert proc.returncode == 1 and "pip install 'facecrop[cluster]'" in proc.stderr
+
+
+@pytest.fixture
+def ray_cluster(tmp_path):
+    """A Ray cluster as README starts one: ``ray start --head --block`` in its own process group, on
+    loopback, with token authentication on (``ray start`` turns it on where ``~/.ray/auth_token``
+    exists). ``HOME`` is a temporary folder, so the token is this test's; yields (address, env)."""
+    if shutil.which("ray", path=os.path.dirname(sys.executable)) is None:
+        pytest.skip("Ray is not installed (facecrop[cluster])")
+    home = tmp_path / "home"
+    home.mkdir()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["HOME"] = str(home)
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    # Ray's documented first step for token authentication; `ray start` then turns it on.
+    subprocess.run([ray, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=120)
+    log = open(tmp_path / "ray-head.log", "w")
+    head = subprocess.Popen([ray, "start", "--head", "--block",
+                             f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+                             "--include-dashboard=false", "--disable-usage-stats"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while "Ray runtime started" not in (tmp_path / "ray-head.log").read_text():
+            assert head.poll() is None and time.time() < deadline, (tmp_path / "ray-head.log").read_text()
+            time.sleep(0.2)
+        assert "Token authentication is enabled" in (tmp_path / "ray-head.log").read_text()
+        yield f"127.0.0.1:{port}", env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # the head and every process it started
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        log.close()
+
+
+def test_ray_cluster_started_as_readme_says(ray_cluster, bundle_path, videos, local_run, tmp_path):
+    address, env = ray_cluster
+    out = tmp_path / "cluster"
+    command = [os.path.join(os.path.dirname(sys.executable), "facecrop"), "run", str(bundle_path),
+               str(videos["folder"]), str(videos["list"]), "-o", str(out), "--ray", address]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 1, proc.stderr  # the dataset's two bad videos fail, as in the local run
+    assert "Traceback" not in proc.stderr and "Authentication" not in proc.stderr, proc.stderr
+    local = {r["video"]: r for r in manifest_rows(local_run[0])}
+    rows = manifest_rows(out)
+    assert sorted(r["video"] for r in rows) == sorted(local)
+    for row in rows:
+        if row["status"] == "done":
+            assert Path(row["output"]).read_bytes() == Path(local[row["video"]]["output"]).read_bytes()
+    speeds = [float(part.split(" frames/s")[0].split()[-1]) for part in proc.stderr.split("\r") if " frames/s" in part]
+    assert speeds and speeds[-1] > 0, proc.stderr  # progress counts the actors' frames
+    wrong = subprocess.run(command[:-4] + [str(videos["good"][0]), "-o", str(tmp_path / "w"), "--ray", address],
+                           env={**env, "RAY_AUTH_TOKEN": "0" * 32}, capture_output=True, text=True, timeout=300)
+    said = [line for line in wrong.stderr.splitlines() if line.startswith("facecrop:")]
+    assert wrong.returncode == 1 and len(said) == 1, wrong.stderr
+    assert "cannot join the Ray cluster" in said[0] and "RAY_AUTH_TOKEN" in said[0], said
