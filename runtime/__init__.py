@@ -10,6 +10,8 @@ The public API:
   maps uint8 ``[B, 3, H, W]`` RGB frames of any size to the per-frame outputs (``bundle.py``).
 - ``process_video(bundle, video, output, ...)``: every frame of a video, upright, with face ids,
   checkpointed, into one ``.npz`` (and crop files); resumable, one run per output (``video.py``).
+- ``stream(bundle, source, ...)``: results per frame as they come, from a file, a URL (RTSP,
+  HTTP, TCP, ...), a capture device or the app's frames, within a latency bound (``stream.py``).
 - ``OnlineTracker``: the face ids, one frame at a time (``track.py``).
 - ``summarize_results(path)``: a results file's quality summary (``quality.py``).
 - Errors: ``BundleError`` (a wrong or damaged bundle), ``VideoError`` (a video or output that cannot
@@ -19,14 +21,16 @@ The public API:
 Inside, one loop (``video.py``): a decoding process (``decoder.py``, ``decode_worker.py``) hands
 batches to the module; ``sink.py`` gives ids and writes checkpoint chunks (``checkpoint.py``) and
 crop files (``crops.py``); ``lock.py`` keeps one run per output; ``progress.py`` draws the bar.
+Live: ``sources.py`` opens and reopens sources, ``stream.py`` batches under the latency bound.
 """
 
 from .bundle import FORMAT_VERSION, Bundle, BundleError, load_bundle
 from .crops import CROP_FORMATS
 from .errors import CheckpointDamaged, RunInterrupted, VideoError
 from .quality import summarize_results
+from .stream import stream
 from .track import OnlineTracker
 from .video import process_video
 
 __all__ = ["CROP_FORMATS", "FORMAT_VERSION", "Bundle", "BundleError", "CheckpointDamaged", "OnlineTracker",
-           "RunInterrupted", "VideoError", "load_bundle", "process_video", "summarize_results"]
+           "RunInterrupted", "VideoError", "load_bundle", "process_video", "stream", "summarize_results"]

@@ -1,0 +1,175 @@
+"""Live video in an app: ``facecrop.runtime.stream`` on real streams over loopback, files and the app's frames.
+
+A producer process remuxes a real H.264 video (Medusa's example video, one person talking) to
+MPEG-TS over ``tcp://127.0.0.1:PORT?listen=1`` at real-time pace, packet for packet, as a camera
+or a media server would; the results must equal ``process_video`` on the file those packets came
+from. Producers that die mid-stream, and come back, show the reconnect and the gap.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import real_media
+from facecrop.runtime import VideoError, process_video, stream
+from test_runtime import bundle, bundle_path, npz  # noqa: F401  (fixtures)
+
+ARRAYS = ("valid", "conf", "bbox", "lms", "crop_mat", "face_idx")
+
+PRODUCER = textwrap.dedent("""
+    import sys, time, av
+    video, port, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    with av.open(video) as source, av.open(f"tcp://127.0.0.1:{port}?listen=1", "w", format="mpegts") as target:
+        src = source.streams.video[0]
+        out = target.add_stream_from_template(src)
+        start, sent = None, 0
+        for packet in source.demux(src):
+            if packet.dts is None:
+                continue
+            if sent >= first + count:
+                break
+            sent += 1
+            if sent <= first:
+                continue
+            seconds = float(packet.pts * packet.time_base)
+            start = start if start is not None else time.perf_counter() - seconds
+            time.sleep(max(0.0, start + seconds - time.perf_counter()))  # real-time pace
+            packet.stream = out
+            target.mux(packet)
+""")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def produce(port: int, first: int = 0, count: int = 10_000) -> subprocess.Popen:
+    """A producer serving packets ``first .. first + count`` of the example video to one client."""
+    return subprocess.Popen([sys.executable, "-c", PRODUCER, str(real_media("example_vid.mp4")), str(port),
+                             str(first), str(count)])
+
+
+def open_when_listening(bundle, url, **kwargs):  # noqa: F811
+    """``stream()`` on ``url`` once the producer listens (it starts in a separate process)."""
+    deadline = time.time() + 30
+    while True:
+        try:
+            return stream(bundle, url, **kwargs)
+        except VideoError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def offline(bundle, tmp_path_factory):  # noqa: F811
+    """``process_video`` on the file the producer streams."""
+    return npz(process_video(bundle, real_media("example_vid.mp4"), tmp_path_factory.mktemp("o") / "o.npz",
+                             progress=False))
+
+
+def stacked(results: list[dict], name: str) -> np.ndarray:
+    return np.stack([r[name] for r in results])
+
+
+def test_live_tcp_stream_equals_offline_processing(bundle, offline):  # noqa: F811
+    port = free_port()
+    producer = produce(port)
+    try:
+        with open_when_listening(bundle, f"tcp://127.0.0.1:{port}", reconnects=0) as live:
+            results = list(live)
+            stats = live.stats
+    finally:
+        producer.wait(timeout=60)
+    assert [r["frame_index"] for r in results] == list(range(len(offline["valid"])))  # every frame, in order
+    for name in ARRAYS:
+        np.testing.assert_array_equal(stacked(results, name), offline[name], err_msg=name)
+    assert stats["dropped"] == 0 and stats["frames"] == len(results) and stats["faces"] == offline["valid"].sum()
+    latency = np.array(stats["latency_s"])
+    assert (latency > 0).all() and np.percentile(latency, 50) < 1.0  # batches of what arrived, not the whole stream
+    print(f"\nlive 480x384 24 fps: latency p50 {np.percentile(latency, 50) * 1000:.0f} ms, "
+          f"p99 {np.percentile(latency, 99) * 1000:.0f} ms")
+
+
+def test_a_dropped_stream_is_reconnected_and_the_gap_reported(bundle):  # noqa: F811
+    port = free_port()
+    producer = produce(port, 0, 48)  # two seconds, then the producer goes away
+    try:
+        live = open_when_listening(bundle, f"tcp://127.0.0.1:{port}", reconnects=3)
+        results = []
+        for result in live:
+            results.append(result)
+            if len(results) == 40:  # while the client is still reading, a new producer gets ready
+                producer.wait(timeout=30)
+                producer = produce(port, 0, 48)  # from a keyframe, as a camera that comes back starts
+        producer.wait(timeout=60)
+    finally:
+        producer.kill()
+    indices = [r["frame_index"] for r in results]
+    assert indices == list(range(len(results))) and len(results) >= 80  # both connections' frames, numbered on
+    gaps = [r["gap_s"] for r in results if r["gap_s"] > 0]
+    assert len(gaps) == 1 and gaps[0] < 10, gaps
+    # The second producer left for good: the iterator ended after the tries, no error, the gap reported.
+    assert len(live.stats["gaps_s"]) == 2 and live.stats["gaps_s"][-1] > 0.5
+
+
+def test_app_frames_including_a_size_change(bundle, offline):  # noqa: F811
+    import av
+
+    with av.open(str(real_media("example_vid.mp4"))) as container:
+        frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(20), container.decode(video=0))]
+    small = [np.ascontiguousarray(f[::2, ::2]) for f in frames[10:]]
+    given = frames[:6] + [torch.from_numpy(f).permute(2, 0, 1) for f in frames[6:10]] + small
+    results = list(stream(bundle, given, batch_size=4))
+    assert [r["frame_index"] for r in results] == list(range(20))
+    for name in ("valid", "bbox", "lms", "crop_mat"):
+        np.testing.assert_array_equal(stacked(results[:10], name), offline[name][:10], err_msg=name)
+    half = stacked(results[10:], "bbox")[stacked(results[10:], "valid")]
+    full = offline["bbox"][10:20][offline["valid"][10:20]]
+    assert np.abs(half * 2 - full).max() < 6  # the same face, found in the half-size frames
+
+
+def test_bad_sources_say_what_is_wrong(bundle, tmp_path):  # noqa: F811
+    with pytest.raises(VideoError, match="cannot open .*missing.mp4: no such file"):
+        stream(bundle, tmp_path / "missing.mp4")
+    start, url = time.time(), f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(VideoError, match=f"cannot open {url}: .*Connection refused"):
+        stream(bundle, url)
+    assert time.time() - start < 15
+    frames = [np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64, 3), np.float32)]
+    with pytest.raises(ValueError, match=r"frame 1: expected a uint8 array \[H, W, 3\] \(RGB\), got float32"):
+        list(stream(bundle, frames))
+    with pytest.raises(ValueError, match="policy"):
+        stream(bundle, frames, policy="newest")
+
+
+def test_latest_policy_drops_to_keep_up(bundle):  # noqa: F811
+    import av
+
+    with av.open(str(real_media("example_vid.mp4"))) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+    def camera(fps: float = 200.0):  # far faster than a 2-core CPU computes
+        start = time.perf_counter()
+        for i, frame in enumerate(frames):
+            time.sleep(max(0.0, start + i / fps - time.perf_counter()))
+            yield frame
+
+    results = list(stream(bundle, camera(), batch_size=2, policy="latest"))
+    indices = [r["frame_index"] for r in results]
+    dropped = sum(r["dropped_before"] for r in results)
+    assert dropped > 0 and len(results) + dropped == len(frames)  # every frame computed or counted as dropped
+    assert indices == sorted(indices) and indices[-1] == len(frames) - 1
+    for r, next_index in zip(results[1:], indices[1:]):
+        previous = indices[indices.index(next_index) - 1]
+        assert next_index - previous - 1 == r["dropped_before"]
