@@ -9,6 +9,7 @@ with one line on stderr and a non-zero exit, not a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -103,7 +104,51 @@ def _run_one(args: argparse.Namespace) -> None:
         print(f"wrote overlay {write_overlay(args.inputs[0], output, args.visualize)}", file=sys.stderr)
 
 
+def _input(text: str) -> Path | str:
+    """A path, or a live source kept as written (``Path`` would fold ``rtsp://`` into ``rtsp:/``)."""
+    return text if _is_live(text) else Path(text)
+
+
+def _is_live(source) -> bool:
+    return isinstance(source, str) and ("://" in source or source.startswith("/dev/video"))
+
+
+def _run_live(args: argparse.Namespace) -> None:
+    """``facecrop run BUNDLE rtsp://host/cam -o faces.jsonl``: one JSON line per frame, flushed as it comes,
+    until the stream ends or Ctrl-C; then one line with frames, faces, dropped frames and latency."""
+    import numpy as np
+
+    from facecrop.runtime import load_bundle, stream
+
+    if len(args.inputs) != 1 or args.output.suffix != ".jsonl" or args.visualize or args.resume or args.ray:
+        raise UserError("a live source runs alone, into -o FILE.jsonl (no --visualize, --resume or --ray)")
+    bundle = load_bundle(args.bundle, device=args.device)
+    live = stream(bundle, args.inputs[0], batch_size=args.batch_size, max_delay=args.max_delay, policy=args.policy,
+                  dist_threshold=args.dist_threshold)
+    print(f"reading {args.inputs[0]} into {args.output} (Ctrl-C ends)", file=sys.stderr)
+    with live, open(args.output, "w") as out:
+        try:
+            for r in live:
+                faces = [{"id": int(r["face_idx"][k]), "conf": round(float(r["conf"][k]), 4),
+                          "bbox": np.round(r["bbox"][k], 2).tolist(), "lms": np.round(r["lms"][k], 2).tolist()}
+                         for k in np.flatnonzero(r["valid"])]
+                out.write(json.dumps({"frame_index": r["frame_index"], "pts_seconds": r["pts_seconds"],
+                                      "latency_ms": round(r["latency_s"] * 1000, 1), "dropped_before": r["dropped_before"],
+                                      "gap_s": round(r["gap_s"], 3), "faces": faces}) + "\n")
+                out.flush()
+        except KeyboardInterrupt:
+            pass  # the way to stop a live source: end as cleanly as a stream that ends
+    stats = live.stats
+    latency = np.array(stats["latency_s"] or [float("nan")]) * 1000
+    gaps = f", {len(stats['gaps_s'])} drops of the source ({sum(stats['gaps_s']):.1f} s lost)" if stats["gaps_s"] else ""
+    print(f"wrote {args.output}: {stats['frames']} frames, {stats['faces']} faces, {stats['dropped']} dropped, latency "
+          f"p50 {np.percentile(latency, 50):.0f} ms p99 {np.percentile(latency, 99):.0f} ms{gaps}", file=sys.stderr)
+
+
 def _run(args: argparse.Namespace) -> None:
+    if any(_is_live(source) for source in args.inputs):
+        _run_live(args)
+        return
     if _single_video(args):
         _run_one(args)
         return
@@ -174,8 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a bundle on a video, or on a dataset of videos")
     run.add_argument("bundle", type=Path)
-    run.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
-                     help="videos, folders (searched recursively) or .txt files listing videos")
+    run.add_argument("inputs", type=_input, nargs="+", metavar="INPUT",
+                     help="videos, folders (searched recursively) or .txt files listing videos; or one live "
+                          "source (rtsp://, http(s)://, tcp://, udp://, /dev/video0) with -o FILE.jsonl")
     run.add_argument("-o", "--output", type=Path, required=True,
                      help="results file (.npz) for one video, else the output folder of a dataset run")
     run.add_argument("--batch-size", type=int, default=8)
@@ -201,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="dataset run: one worker per device, e.g. cuda:0 cuda:1")
     run.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                      help="dataset run on a Ray cluster (default: the one `ray start` made here)")
+    run.add_argument("--policy", choices=["all", "latest"], default="all",
+                     help="live source: process every frame (latency grows when compute falls behind), or keep up "
+                          "by dropping the oldest waiting frames (counted)")
+    run.add_argument("--max-delay", type=float, default=0.03, metavar="SECONDS",
+                     help="live source: how long a batch waits for more frames after its first")
     run.add_argument("--concurrency", type=int, default=1, help="--ray: number of actors")
     run.add_argument("--num-cpus", type=float, default=1, help="--ray: CPUs per actor")
     run.add_argument("--num-gpus", type=float, default=0, help="--ray: GPUs per actor")

@@ -27,6 +27,7 @@ ARRAYS = ("valid", "conf", "bbox", "lms", "crop_mat", "face_idx")
 PRODUCER = textwrap.dedent("""
     import sys, time, av
     video, port, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    print("listening", flush=True)
     with av.open(video) as source, av.open(f"tcp://127.0.0.1:{port}?listen=1", "w", format="mpegts") as target:
         src = source.streams.video[0]
         out = target.add_stream_from_template(src)
@@ -56,7 +57,7 @@ def free_port() -> int:
 def produce(port: int, first: int = 0, count: int = 10_000) -> subprocess.Popen:
     """A producer serving packets ``first .. first + count`` of the example video to one client."""
     return subprocess.Popen([sys.executable, "-c", PRODUCER, str(real_media("example_vid.mp4")), str(port),
-                             str(first), str(count)])
+                             str(first), str(count)], stdout=subprocess.PIPE, text=True)
 
 
 def open_when_listening(bundle, url, **kwargs):  # noqa: F811
@@ -173,3 +174,33 @@ def test_latest_policy_drops_to_keep_up(bundle):  # noqa: F811
     for r, next_index in zip(results[1:], indices[1:]):
         previous = indices[indices.index(next_index) - 1]
         assert next_index - previous - 1 == r["dropped_before"]
+
+
+def test_cli_writes_a_json_line_per_frame_until_ctrl_c(bundle_path, tmp_path):  # noqa: F811
+    import json
+    import os
+    import signal
+
+    port = free_port()
+    producer = produce(port)
+    assert producer.stdout.readline().strip() == "listening"
+    out = tmp_path / "faces.jsonl"
+    cli = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "facecrop"), "run", str(bundle_path),
+                            f"tcp://127.0.0.1:{port}", "-o", str(out)], stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not (out.exists() and len(out.read_text().splitlines()) >= 30):  # lines come as frames do
+            assert cli.poll() is None and time.time() < deadline, cli.stderr.read() if cli.poll() is not None else ""
+            time.sleep(0.05)
+        os.killpg(cli.pid, signal.SIGINT)
+        _, stderr = cli.communicate(timeout=60)
+    finally:
+        cli.kill()
+        producer.kill()
+    assert cli.returncode == 0 and "Traceback" not in stderr, stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["frame_index"] for r in lines] == list(range(len(lines))) and 30 <= len(lines) < 232
+    assert all(len(r["faces"]) == 1 and r["faces"][0]["id"] == 0 and len(r["faces"][0]["lms"]) == 5 for r in lines)
+    summary = stderr.strip().splitlines()[-1]
+    assert summary.startswith(f"wrote {out}: {len(lines)} frames, {len(lines)} faces, 0 dropped, latency p50"), summary
