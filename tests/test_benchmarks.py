@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from conftest import REPO, real_media, real_model
+from test_runtime import bundle_path  # noqa: F401  (fixture)
 
 
 @pytest.mark.slow
@@ -115,3 +116,17 @@ def test_whole_process_benchmark_runs(tmp_path):
     assert list(steps)[0] == "import torch" and all(v >= 0 for v in steps.values())
     assert "| 2 clips of 4 s |" in proc.stdout and "| shell loop of facecrop run |" in proc.stdout
     assert not (tmp_path / "out" / "work").exists()  # the work folder is removed
+
+
+def test_live_benchmark_runs(bundle_path, tmp_path):  # noqa: F811
+    """``live.py --quick``: a real stream over loopback at 480p 25 fps, then served twice as fast (figures not asserted)."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "live.py"), "--quick", "--seconds", "2",
+                           "--bundle", str(bundle_path), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "live.json").read_text())
+    assert [(r["case"], r["policy"]) for r in rows] == [("480p 25 fps", "all"), ("480p 50 fps", "latest")]
+    assert rows[0]["frames"] == 50 and rows[0]["dropped"] == 0  # every frame of 2 s at 25 fps, none dropped
+    assert rows[1]["frames"] + rows[1]["dropped"] == 50
+    assert all(r["latency_p99_ms"] >= r["latency_p50_ms"] > 0 and 0 < r["module_share"] <= 1 for r in rows)
+    assert "| 480p 25 fps | all | 50 |" in (tmp_path / "live.md").read_text()
