@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -99,10 +101,17 @@ def test_a_second_run_on_one_output_is_refused_and_a_dead_runs_lock_taken_over(b
 def test_interrupt_says_one_line_and_resume_completes(bundle_path, clip, full, tmp_path, signum, code):  # noqa: F811
     out = tmp_path / "out.npz"
     proc = start_run(bundle_path, clip, out)
-    wait_for(out.with_name("out.npz.partial") / "meta.json", proc)
-    time.sleep(2.0)  # a few batches in
+    said_so_far = []  # stderr as it comes: the progress bar says how many frames are done
+    reader = threading.Thread(target=lambda: said_so_far.extend(iter(lambda: proc.stderr.read(1), "")))
+    reader.start()
+    deadline = time.time() + 300
+    while not re.search(r"\] (1[6-9]|[2-9]\d|\d{3})/240 frames", "".join(said_so_far)):  # 16 frames or more in
+        assert proc.poll() is None and time.time() < deadline, "".join(said_so_far)
+        time.sleep(0.05)
     os.killpg(proc.pid, signum)  # as a terminal's Ctrl-C does: the whole group, decoding process included
-    _, stderr = proc.communicate(timeout=60)
+    proc.wait(timeout=60)
+    reader.join(timeout=60)
+    stderr = "".join(said_so_far)
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr, stderr
     said = [line for line in stderr.replace("\r", "\n").splitlines() if line.startswith("facecrop:")]
