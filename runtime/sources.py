@@ -1,4 +1,4 @@
-"""Where live frames come from: a file, a URL, a capture device, or the app's own frames, as :class:`Frame` items.
+"""Where live frames come from: a file, a URL, a capture device or the app's frames, as :class:`Frame` items.
 
 :func:`open_source` opens one and returns an iterator of upright RGB frames in source order. A
 network source that stalls or drops is reopened with backoff, up to ``reconnects`` times in a row;

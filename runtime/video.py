@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+from contextlib import ExitStack
 from pathlib import Path
 
 import av
@@ -130,7 +131,10 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
     # "upright": the frames are turned as displayed (a checkpoint from before that is not continued).
     identity.update(artifact_sha256=bundle.manifest["artifact"]["sha256"], save_crops=save_crops, upright=True,
                     dist_threshold=float(dist_threshold), crops=crops, jpeg_quality=jpeg_quality)
-    with OutputLock(output):
+    with ExitStack() as cleanup:
+        if decoder is not None:  # a decoder started for this run: ended however the run ends (twice: no-op)
+            cleanup.callback(decoder.close)
+        cleanup.enter_context(OutputLock(output))
         sink = ResultsSink(output, video, identity, resume, save_crops, crops, _crop_side(bundle), jpeg_quality,
                            dist_threshold, present_threshold, force)
         try:

@@ -71,3 +71,11 @@ def example_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FACECROP_CACHE_DIR", str(path))
         yield path
+
+
+def as_in_a_terminal() -> None:
+    """``preexec_fn`` giving a child Ctrl-C's default action, as a terminal does: a shell's background
+    job (a test run may be one) starts with SIGINT ignored, and its children inherit that."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -22,7 +22,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import real_media
+from conftest import as_in_a_terminal, real_media
 from facecrop.runtime import CheckpointDamaged, RunInterrupted, VideoError, process_video
 from test_runtime import bundle, bundle_path, make_video, npz  # noqa: F401  (fixtures)
 
@@ -56,7 +56,7 @@ def leftovers(folder: Path) -> list[str]:
 def start_run(bundle_path, video, output, *extra) -> subprocess.Popen:  # noqa: F811
     """``facecrop run`` as a user starts it: its own process group (a terminal's), stderr captured."""
     return subprocess.Popen([str(FACECROP), "run", str(bundle_path), str(video), "-o", str(output), *extra],
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=as_in_a_terminal)
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -18,11 +18,19 @@ import torch
 
 from benchmarks import live as live_bench
 from benchmarks.live import free_port, open_when_listening
-from conftest import real_media
+from conftest import as_in_a_terminal, real_media
 from facecrop.runtime import VideoError, process_video, stream
 from test_runtime import bundle, bundle_path, npz  # noqa: F401  (fixtures)
 
-ARRAYS = ("valid", "conf", "bbox", "lms", "crop_mat", "face_idx")
+# Exact, or within float32 rounding: process_video runs the module on one thread fewer (its decoding
+# process gets a core), and sums over other thread splits differ in their last bits.
+TOLERANCE = {"valid": 0, "face_idx": 0, "conf": 1e-5, "bbox": 1e-3, "lms": 1e-3, "crop_mat": 1e-4}
+
+
+def assert_same(results: list[dict], offline: dict, names=tuple(TOLERANCE), frames=slice(None)) -> None:
+    for name in names:
+        np.testing.assert_allclose(stacked(results, name), offline[name][frames], rtol=0, atol=TOLERANCE[name],
+                                   err_msg=name)
 
 def produce(port: int, first: int = 0, count: int = 10_000) -> subprocess.Popen:
     """A producer serving packets ``first .. first + count`` of the example video to one client."""
@@ -50,8 +58,7 @@ def test_live_tcp_stream_equals_offline_processing(bundle, offline):  # noqa: F8
     finally:
         producer.wait(timeout=60)
     assert [r["frame_index"] for r in results] == list(range(len(offline["valid"])))  # every frame, in order
-    for name in ARRAYS:
-        np.testing.assert_array_equal(stacked(results, name), offline[name], err_msg=name)
+    assert_same(results, offline)
     assert stats["dropped"] == 0 and stats["frames"] == len(results) and stats["faces"] == offline["valid"].sum()
     latency = np.array(stats["latency_s"])
     assert (latency > 0).all()  # its size is measured in benchmarks/live.py, not asserted here
@@ -90,8 +97,7 @@ def test_app_frames_including_a_size_change(bundle, offline):  # noqa: F811
     given = frames[:6] + [torch.from_numpy(f).permute(2, 0, 1) for f in frames[6:10]] + small
     results = list(stream(bundle, given, batch_size=4))
     assert [r["frame_index"] for r in results] == list(range(20))
-    for name in ("valid", "bbox", "lms", "crop_mat"):
-        np.testing.assert_array_equal(stacked(results[:10], name), offline[name][:10], err_msg=name)
+    assert_same(results[:10], offline, ("valid", "bbox", "lms", "crop_mat"), slice(0, 10))
     half = stacked(results[10:], "bbox")[stacked(results[10:], "valid")]
     full = offline["bbox"][10:20][offline["valid"][10:20]]
     assert np.abs(half * 2 - full).max() < 6  # the same face, found in the half-size frames
@@ -143,7 +149,7 @@ def test_cli_writes_a_json_line_per_frame_until_ctrl_c(bundle_path, tmp_path):  
     out = tmp_path / "faces.jsonl"
     cli = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "facecrop"), "run", str(bundle_path),
                             f"tcp://127.0.0.1:{port}", "-o", str(out)], stderr=subprocess.PIPE, text=True,
-                           start_new_session=True)
+                           start_new_session=True, preexec_fn=as_in_a_terminal)
     try:
         deadline = time.time() + 120
         while not (out.exists() and len(out.read_text().splitlines()) >= 30):  # lines come as frames do
