@@ -23,11 +23,12 @@ import torch
 from .bundle import Bundle
 from .sources import Frame, open_source
 from .track import DEFAULT_DIST_THRESHOLD, OnlineTracker
+from .video import PER_FRAME
 
 __all__ = ["POLICIES", "Stream", "stream"]
 
 POLICIES = ("all", "latest")
-PER_FRAME = ("valid", "conf", "bbox", "lms", "overflow", "crop_mat", "imgs_crop")
+OUTPUTS = PER_FRAME + ("imgs_crop",)  # a results file's per-frame arrays, and the frame's crops
 _END = object()
 
 
@@ -79,7 +80,9 @@ class Stream:
         # 'all': the reader waits when two batches are queued; 'latest': it never waits, the consumer drops.
         self.queue: queue.Queue = queue.Queue(maxsize=2 * batch_size if policy == "all" else 0)
         self.stopping = threading.Event()
-        self.carry: Frame | None = None  # a frame of another size than its batch: the next batch's first
+        # What the queue gave after a batch closed (a frame of another size, the end or the reader's
+        # error): the next batch starts with it.
+        self.carry = None
         self.ended = False
         self.stats = {"frames": 0, "faces": 0, "dropped": 0, "latency_s": [], "gaps_s": source.gaps}
         self.reader = threading.Thread(target=self._read, name="facecrop-stream-reader", daemon=True)
@@ -155,7 +158,7 @@ class Stream:
         for i, frame in enumerate(batch):
             result = {"frame_index": frame.index, "pts_seconds": frame.pts_seconds, "latency_s": ready - frame.decoded_at,
                       "dropped_before": frame.dropped_before, "gap_s": frame.gap_s, "face_idx": face_idx[i]}
-            result.update({k: outputs[k][i] for k in PER_FRAME if k in outputs})
+            result.update({k: outputs[k][i] for k in OUTPUTS if k in outputs})
             self.stats["frames"] += 1
             self.stats["faces"] += int(outputs["valid"][i].sum())
             self.stats["latency_s"].append(result["latency_s"])
