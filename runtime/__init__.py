@@ -19,7 +19,8 @@ The public API:
 - ``FORMAT_VERSION``: the bundle format it reads; ``CROP_FORMATS``: the crop files it writes.
 
 Inside, one loop (``video.py``): a decoding process (``decoder.py``, ``decode_worker.py``) hands
-batches to the module; ``sink.py`` gives ids and writes checkpoint chunks (``checkpoint.py``) and
+batches to the module, two at once on a CPU (``calls.py``; ``aoti.py`` runs AOTInductor's library
+without the GIL); ``sink.py`` gives ids and writes checkpoint chunks (``checkpoint.py``) and
 crop files (``crops.py``); ``lock.py`` keeps one run per output; ``progress.py`` draws the bar.
 Live: ``sources.py`` opens and reopens sources, ``stream.py`` batches under the latency bound.
 """

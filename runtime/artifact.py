@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import warnings
 import zipfile
 from pathlib import Path
 
 import torch
 
+from .aoti import AotiCpuModule, library_member
 from .errors import BundleError
 
 __all__ = ["artifact_kind", "check_pt2_archive", "load_artifact"]
@@ -64,7 +66,8 @@ def artifact_kind(path: Path) -> str | None:
 
 
 def load_artifact(path: Path, backend: str, device: torch.device):
-    """Load the compiled module; returns a callable ``frames -> tuple of tensors``."""
+    """Load the compiled module; returns a callable ``frames -> tuple of tensors``. Its ``parallel``
+    attribute, where it has one, says how many calls may run at once from different threads."""
     kind, declared = artifact_kind(path), "export" if backend == "tensorrt" else backend
     if kind is not None and kind != declared:
         raise BundleError(f"artifact {path.name} was written by the {kind!r} backend, but the manifest declares "
@@ -77,6 +80,9 @@ def load_artifact(path: Path, backend: str, device: torch.device):
     if backend == "export":
         return torch.export.load(path).module()
     if backend == "aoti":
+        member = library_member(path) if device.type == "cpu" else None
+        if member is not None:  # two batches at once where the CPU has the cores for it (see aoti.py)
+            return AotiCpuModule(path, member, parallel=2 if (os.cpu_count() or 1) >= 2 else 1)
         index = device.index if device.index is not None else -1
         # The C++ loader itself: torch._inductor.aoti_load_package would import the compiler's Python
         # (sympy and all), 150 MB of memory and 0.2 s that running the artifact never uses.

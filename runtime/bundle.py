@@ -155,9 +155,10 @@ class Bundle:
 
     Attributes: ``path`` (the folder), ``manifest`` (parsed), ``device``, ``side_bounds`` (``(min, max)``
     px for H and W), ``output_names`` (the module's order), ``golden_diffs`` (``{output: largest
-    difference}`` of the golden self-check, None if skipped) and ``module``, the artifact itself: it takes
-    frames in ``memory_format`` only (AOTInductor reads other layouts wrongly, silently), which calling
-    the bundle ensures.
+    difference}`` of the golden self-check, None if skipped), ``parallel`` (how many calls may run at
+    once from different threads: 2 for an AOTInductor CPU module, see ``aoti.py``) and ``module``, the
+    artifact itself: it takes frames in ``memory_format`` only (AOTInductor reads other layouts wrongly,
+    silently), which calling the bundle ensures.
     """
 
     def __init__(self, path: Path, manifest: dict, module, device: torch.device):
@@ -167,6 +168,7 @@ class Bundle:
         # Compiled artifacts assume the memory layout they were traced with (format 2.0: contiguous).
         self.memory_format = (torch.channels_last if manifest["input"].get("memory_format") == "channels_last"
                               else torch.contiguous_format)
+        self.parallel = getattr(module, "parallel", 1)
         self._warm_batches: set[int] = set()
 
     def __call__(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:

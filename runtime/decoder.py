@@ -22,7 +22,7 @@ import numpy as np
 
 from . import decode_worker
 
-SLOTS = 2  # one in the module while the child fills the other
+SLOTS = 3  # two batches in the module at once (see calls.py) while the child fills the third
 
 
 @dataclass

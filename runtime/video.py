@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .bundle import Bundle
+from .calls import InOrderCalls
 from .decode_worker import declared_end, frames_per_batch
 from .decoder import Batch, Decoder, DecoderDied, End
 from .errors import RunInterrupted, VideoError
@@ -31,11 +32,15 @@ from .track import DEFAULT_DIST_THRESHOLD, OnlineTracker
 PER_FRAME = ("valid", "conf", "bbox", "lms", "overflow", "crop_mat")
 
 
-def _run_batch(bundle: Bundle, batch: Batch, tracker: OnlineTracker,
-               keep_crops: bool) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """One batch through the module, copied to the host once -> (per-frame arrays with face ids and,
-    with ``keep_crops``, the valid faces' crops; all the crops ``[b, K, 3, S, S]`` or None)."""
-    outputs = {k: v.cpu().numpy() for k, v in bundle(torch.from_numpy(batch.frames)).items()}
+def _module_outputs(bundle: Bundle, frames: np.ndarray) -> dict[str, np.ndarray]:
+    """One batch through the module (on a worker thread), copied to the host once."""
+    return {k: v.cpu().numpy() for k, v in bundle(torch.from_numpy(frames)).items()}
+
+
+def _collect(outputs: dict[str, np.ndarray], batch: Batch, tracker: OnlineTracker,
+             keep_crops: bool) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """A batch's module outputs -> (per-frame arrays with face ids and, with ``keep_crops``, the valid
+    faces' crops; all the crops ``[b, K, 3, S, S]`` or None). Batches come here in frame order."""
     result = {k: outputs[k] for k in PER_FRAME if k in outputs}
     result.update(frame_index=batch.frame_index, pts_seconds=batch.pts_seconds,
                   rotation=np.full(len(batch.frame_index), batch.rotation, np.int16),
@@ -170,30 +175,47 @@ def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder
         if decoder is not None:
             decoder.close()
         decoder = Decoder(*needed)
-    threads = torch.get_num_threads()
-    if bundle.device.type == "cpu":  # one thread fewer: the decoding process gets a core of its own
-        torch.set_num_threads(max(1, threads - 1))
+    on_cpu = bundle.device.type == "cpu"
+    # The decoding process gets a core of its own; the module's calls share the others (see calls.py).
+    workers, threads = (bundle.parallel if on_cpu else 1), torch.get_num_threads()
+    per_call = max(1, (threads - 1) // workers)
+    calls = InOrderCalls(workers, per_call, inline=not on_cpu)
+    if on_cpu:  # this thread's own torch work (face ids) too: an idle OpenMP team spins on the cores
+        torch.set_num_threads(per_call)
+
+    def finish(batch: Batch, outputs: dict[str, np.ndarray]) -> None:
+        sink.add(*_collect(outputs, batch, sink.tracker, sink.keep_crops))
+        decoder.release(batch.slot)
+        bar.update(len(batch.frame_index))
+        if on_frames is not None:
+            on_frames(len(batch.frame_index))
+        if sink.pending_frames >= checkpoint_frames:
+            sink.flush()
+
     try:
         # While the decoding process starts (about 100 ms before its first batch), as the video's batches
         # come; a container that does not declare the frame size gets batch_size.
-        bundle.warm_up(min(frames_per_batch(batch_size, max(1, width), max(1, height)), max(1, expected - done)))
+        calls.call(bundle.warm_up, min(frames_per_batch(batch_size, max(1, width), max(1, height)),
+                                       max(1, expected - done)))
         for item in decoder:
             if isinstance(item, End):
                 break
             height, width = item.frames.shape[2:]
             if not (low <= height <= high and low <= width <= high):
+                while calls:  # the batches before it are results to keep
+                    finish(*calls.take())
                 raise VideoError(f"{video}: frame {item.frame_index[0]} is {width}x{height}, outside the bundle's "
                                  f"{low}-{high} px a side{_kept(sink, pending=True)}")
-            sink.add(*_run_batch(bundle, item, sink.tracker, sink.keep_crops))
-            decoder.release(item.slot)
-            bar.update(len(item.frame_index))
-            if on_frames is not None:
-                on_frames(len(item.frame_index))
-            if sink.pending_frames >= checkpoint_frames:
-                sink.flush()
+            calls.submit(item, _module_outputs, bundle, item.frames)
+            if calls.full():
+                finish(*calls.take())
+        while calls:
+            finish(*calls.take())
         sink.flush()
         return item
     except DecoderDied as err:
+        while calls:  # the batches decoded before it are results to keep
+            finish(*calls.take())
         raise VideoError(f"{video}: {err}{_kept(sink, pending=True)}") from None
     except OSError as err:  # the results or crops cannot be written: a full disk, a folder gone read-only
         raise _write_failed(video, err, sink, expected) from None
@@ -201,6 +223,7 @@ def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder
         kept = _kept(sink, pending=True) or "; no frame was processed"
         raise RunInterrupted(f"{str(err) or 'interrupted'} while processing {video}{kept}") from None
     finally:
+        calls.close()  # batches still in the module are dropped: a resumed run computes them again
         try:
             sink.flush_interrupted()  # results computed before an error or interrupt are kept
         except OSError:

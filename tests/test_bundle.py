@@ -7,7 +7,10 @@ needed); the real pipeline built from det_500m is exported with every backend th
 from __future__ import annotations
 
 import json
+import os
 import re
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -22,6 +25,7 @@ from facecrop.pipeline import build_pipeline
 from facecrop.pipeline_config import PipelineConfig
 from facecrop.runtime import FORMAT_VERSION, BundleError, load_bundle
 from facecrop.runtime import process_video
+from facecrop.runtime.aoti import AotiCpuModule
 from facecrop.runtime.bundle import compare_outputs, sha256_file
 from test_runtime import decode_all, make_video, photo_frames  # noqa: F401  (photo_frames is a fixture)
 
@@ -198,6 +202,52 @@ def test_aoti_standin(tmp_path):
     for got, want in zip(bundle(frames.contiguous()).values(), bundle(channels_last).values()):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert bundle.memory_format == torch.channels_last
+
+
+@pytest.mark.slow
+def test_aoti_cpu_module_runs_two_batches_at_once_with_torchs_results(tmp_path):
+    """The artifact through its C interface (runtime/aoti.py) gives torch's own loader's outputs bit for bit,
+    also with two threads calling it at once; an archive it does not know goes to torch's loader."""
+    path = write_standin(tmp_path, backend="aoti")
+    bundle = load_bundle(path)
+    assert isinstance(bundle.module, AotiCpuModule) and bundle.parallel == (2 if os.cpu_count() >= 2 else 1)
+    artifact = path / bundle.manifest["artifact"]["file"]
+    torchs = torch._C._aoti.AOTIModelPackageLoader(str(artifact), "model", False, 1, -1)
+    frames = standin_frames()[0].contiguous(memory_format=torch.channels_last)
+    batches = [frames[[i % len(frames), (i + 1) % len(frames)]] for i in range(6)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # every call on one thread, as the runtime's workers: the same float sums
+    try:
+        want = [torchs.run([b]) for b in batches]
+        alone = [bundle.module(b) for b in batches]
+    finally:
+        torch.set_num_threads(threads)
+    for got, expected in zip(alone, want):
+        for g, w in zip(got, expected):
+            torch.testing.assert_close(g, w, rtol=0, atol=0)
+    # Calls overlapping in time: each keeps its own inputs and outputs.
+    with ThreadPoolExecutor(2, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        together = list(pool.map(bundle.module, batches * 4))
+    for got, expected in zip(together, want * 4):
+        for g, w in zip(got, expected):
+            torch.testing.assert_close(g, w, rtol=0, atol=0)
+    # A member beyond the library, its sources and metadata (weights outside it, a proxy executor's ops, or
+    # anything newer): torch's own loader runs it, one call at a time.
+    with zipfile.ZipFile(artifact, "a") as archive:
+        prefix = next(n for n in archive.namelist() if n.endswith(".so")).rsplit("/", 1)[0]
+        archive.writestr(f"{prefix}/notes.txt", "a member the C-interface runner does not know")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["artifact"]["sha256"] = sha256_file(artifact)  # as if exported so: the hash check passes
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    fallback = load_bundle(path)
+    assert fallback.parallel == 1 and not isinstance(fallback.module, AotiCpuModule)
+    torch.set_num_threads(1)
+    try:
+        got = fallback.module(batches[0])
+    finally:
+        torch.set_num_threads(threads)
+    for g, w in zip(got, want[0]):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
 
 
 def test_format_2_0_bundles_get_contiguous_frames(tmp_path):

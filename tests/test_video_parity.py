@@ -93,6 +93,28 @@ def test_one_bundle_matches_insightface_on_every_shape(backend, videos, tmp_path
     for name, r in rows.items():
         assert r["box_p99"] <= 1.0 and r["box_max"] <= 5.0, (name, r)
         assert r["crop_mad"] <= 1.0 or not r["matched"], (name, r)
+    if backend == "aoti":
+        assert bundle.parallel == 2  # on the CPU two batches run at once (runtime/aoti.py, calls.py) ...
+        bundle.parallel = 1  # ... and give what one batch at a time gives
+        for name in ("medusa 2 642x378", "1080p"):
+            video = videos[name][0]
+            serial = process_video(bundle, video, tmp_path / f"{video.stem}.serial.npz", batch_size=4,
+                                   save_crops=True, progress=False)
+            with np.load(serial) as one, np.load(tmp_path / f"{video.stem}.npz") as two:
+                assert_same_results(one, two)
+
+
+def assert_same_results(one, two) -> None:
+    """Two runs' results files: ids, masks and frame data exactly; floats within float32 rounding (the
+    two runs may split a sum over a different number of threads on a CPU with more than 2 cores)."""
+    assert sorted(one.files) == sorted(two.files)
+    tolerance = {"conf": 1e-5, "bbox": 1e-3, "lms": 1e-3, "crop_mat": 1e-4, "imgs_crop": 1}
+    for key in one.files:
+        if key in tolerance:
+            np.testing.assert_allclose(one[key].astype(np.float64), two[key].astype(np.float64), rtol=0,
+                                       atol=tolerance[key], err_msg=key)
+        else:
+            np.testing.assert_array_equal(one[key], two[key], err_msg=key)
 
 
 def test_no_face_frames_agree(videos):
