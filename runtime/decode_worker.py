@@ -5,6 +5,7 @@ PyAV and the standard library only (not even NumPy: 50 ms less before the first 
 on stdin the job (``{"video", "batch_size", "skip", "max_frame_bytes"}``: the process can start
 before its video is known), then the slots the parent is done with; on stdout, which slot holds
 which frames (as stored, with the quarter turns that show them upright), then the end (or an error).
+After the end it waits for the next job: a dataset run keeps its decoding processes.
 
     python decode_worker.py FD [FD ...]
 """
@@ -129,12 +130,16 @@ if __name__ == "__main__":
     # Ctrl-C and SIGTERM reach the whole process group: the parent handles them and stops this process.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    job = sys.stdin.readline()  # empty: the parent left without giving a video
-    try:
-        if job:
-            job = json.loads(job)
+    while True:  # one video after another, until the parent closes the pipe (or stops this process)
+        line = sys.stdin.readline()
+        if not line:
+            break  # the parent left
+        if not line.startswith("{"):
+            continue  # a slot handed back after the last video's end
+        job = json.loads(line)
+        try:
             serve(job["video"], job["batch_size"], job["skip"], job["max_frame_bytes"], [int(fd) for fd in sys.argv[1:]])
-    except BrokenPipeError:
-        pass  # the parent stopped listening
-    except Exception as err:  # handed to the parent, which raises it in the caller's thread
-        print(json.dumps({"error": f"{type(err).__name__}: {err}"}), flush=True)
+        except BrokenPipeError:
+            break  # the parent stopped listening
+        except Exception as err:  # handed to the parent, which raises it in the caller's thread and stops this
+            print(json.dumps({"error": f"{type(err).__name__}: {err}"}), flush=True)

@@ -177,7 +177,7 @@ def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder
         decoder = Decoder(*needed)
     on_cpu = bundle.device.type == "cpu"
     # The decoding process gets a core of its own; the module's calls share the others (see calls.py).
-    workers, threads = (bundle.parallel if on_cpu else 1), torch.get_num_threads()
+    workers, threads = (getattr(bundle, "parallel", 1) if on_cpu else 1), torch.get_num_threads()
     per_call = max(1, (threads - 1) // workers)
     calls = InOrderCalls(workers, per_call, inline=not on_cpu)
     if on_cpu:  # this thread's own torch work (face ids) too: an idle OpenMP team spins on the cores
