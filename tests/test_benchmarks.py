@@ -130,3 +130,22 @@ def test_live_benchmark_runs(bundle_path, tmp_path):  # noqa: F811
     assert rows[1]["frames"] + rows[1]["dropped"] == 50
     assert all(r["latency_p99_ms"] >= r["latency_p50_ms"] > 0 and 0 < r["module_share"] <= 1 for r in rows)
     assert "| 480p 25 fps | all | 50 |" in (tmp_path / "live.md").read_text()
+
+
+def test_runtime_ab_benchmark_runs(tmp_path):
+    """``runtime_ab.py`` on one real video and two clips (an export bundle: the sides take turns; figures not asserted)."""
+    from facecrop import bundle as fb
+    from facecrop.pipeline import build_pipeline
+    from facecrop.pipeline_config import PipelineConfig
+
+    model = real_model("det_500m")
+    config = PipelineConfig(detector=str(model), crop="align")
+    bundle = fb.write_bundle(build_pipeline(config), config, backend="export", out_root=tmp_path / "b",
+                             source_models={"detector": model})
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "runtime_ab.py"), "--bundle", str(bundle),
+                           "--videos", "example_vid.mp4", "--clips", "2", "--repeats", "1",
+                           "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (tmp_path / "out" / "runtime_ab.md").read_text()
+    assert "| example_vid.mp4 | one call at a time" in table and "| 2 clips, `run_local` |" in table
