@@ -186,7 +186,7 @@ class Bundle:
     def warm_up(self, batch: int) -> None:
         """Run the module once on ``batch`` blank frames, unless it has run at that batch: the first call at
         a batch size is the slow one (oneDNN compiles the convolutions for their shapes; det_500m, batch 8:
-        74 instead of 41 ms). ``process_video`` calls this while the decoding process starts."""
+        74 instead of 41 ms). ``process_video`` calls this on a GPU while the decoding process starts."""
         if batch not in self._warm_batches:
             low = self.side_bounds[0]
             self(torch.zeros((batch, 3, low, low), dtype=torch.uint8))

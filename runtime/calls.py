@@ -24,10 +24,6 @@ class InOrderCalls:
                                                             initargs=(threads_per_call,))
         self._pending: deque[tuple[object, Future]] = deque()
 
-    def call(self, fn, *args):
-        """``fn(*args)`` where the module's calls run, waiting for its result (a warm-up)."""
-        return fn(*args) if self._pool is None else self._pool.submit(fn, *args).result()
-
     def submit(self, tag, fn, *args) -> None:
         if self._pool is not None:
             self._pending.append((tag, self._pool.submit(fn, *args)))

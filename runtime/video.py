@@ -193,10 +193,10 @@ def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder
             sink.flush()
 
     try:
-        # While the decoding process starts (about 100 ms before its first batch), as the video's batches
-        # come; a container that does not declare the frame size gets batch_size.
-        calls.call(bundle.warm_up, min(frames_per_batch(batch_size, max(1, width), max(1, height)),
-                                       max(1, expected - done)))
+        if not on_cpu:  # a GPU's first call at a batch size sets up its kernels: done while the decoder starts
+            # (on the CPU a blank batch cost more than it saved once two batches overlap: docs/speed.md, step 18).
+            # As the video's batches come; a container that does not declare the frame size gets batch_size.
+            bundle.warm_up(min(frames_per_batch(batch_size, max(1, width), max(1, height)), max(1, expected - done)))
         for item in decoder:
             if isinstance(item, End):
                 break
