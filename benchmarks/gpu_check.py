@@ -18,6 +18,9 @@ with its error and the run goes on. Steps (CUDA-only ones are recorded as skippe
 - ``video``: from the video file: PyAV decoding (FFmpeg threads) in a thread into pinned buffers,
   host-to-device copies on their own stream overlapping compute, the fastest bundle; and
   decoding alone, to show which one bounds the run.
+- ``whole-process``: ``facecrop run BUNDLE VIDEO`` as a process (the fp32 ``aoti`` bundle, else the
+  ``export`` one, on the device) against ``benchmarks/insightface_run.py`` as a process, imports and
+  loading included, medians of alternating runs with peak memory (``benchmarks/whole_process.py``'s).
 - ``medusa-loop``: the Medusa-style loop (one image at a time, Python between the stages).
   Its nets run on onnxruntime's CUDA provider when onnxruntime-gpu is there; otherwise as
   the converted nets on the same device, still one image at a time.
@@ -84,6 +87,7 @@ class Check:
         self.pool: torch.Tensor | None = None  # 720p frames on the device, for throughput
         self.video: Path | None = None
         self.fastest: tuple[float, object, str] | None = None  # (fps, callable, name)
+        self.bundles: dict[str, Path] = {}  # "aoti-fp32" -> the bundle folder the step wrote
 
     def build(self):
         from facecrop.pipeline import build_pipeline
@@ -301,6 +305,7 @@ def step_bundle(backend: str, dtype: str):
                             out_root=check.args.out / "bundles", name=f"{backend}-{dtype}-{int(time.time())}",
                             source_models={"detector": check.detector})
         build_s = time.perf_counter() - start
+        check.bundles[f"{backend}-{dtype}"] = path
         start = time.perf_counter()
         bundle = load_bundle(path, device=check.device)
         load_s = time.perf_counter() - start
@@ -390,6 +395,27 @@ class TorchSession:
         return [o[0].cpu().numpy() for o in out]  # the official files' outputs have no batch axis
 
 
+def step_whole_process(check: Check) -> dict:
+    """``facecrop run`` on the step's video as users run it, against the InsightFace script (whole processes)."""
+    from benchmarks.whole_process import _facecrop_bin, compare
+
+    name = next((n for n in ("aoti-fp32", "export-fp32") if n in check.bundles), None)
+    if name is None:
+        raise RuntimeError("no fp32 bundle was written by an earlier step")
+    work = check.args.out / "whole-process"
+    det = str(check.config.det_size[0])
+    reference = [sys.executable, str(REPO / "benchmarks" / "insightface_run.py"), str(check.detector), "--det-size",
+                 det, "--crop-size", str(check.config.crop_size), "-o", str(work / "ref"), str(check.video)]
+    ours = [_facecrop_bin(), "run", str(check.bundles[name]), str(check.video), "-o", str(work / "ours" / "out.npz"),
+            "--device", str(check.device)]
+    row = compare(f"{check.video.name}", check.args.video_frames, {"InsightFace script": reference, "facecrop run": ours},
+                  3 if check.args.quick else 5, [work / "ref", work / "ours"])
+    base, mine = row["InsightFace script"], row["facecrop run"]
+    return {"bundle": name, "frames": row["frames"], "insightface_s": round(base["seconds"], 3),
+            "facecrop_s": round(mine["seconds"], 3), "speed_up": round(base["seconds"] / mine["seconds"], 3),
+            "peak_mb": {"insightface": round(base["peak_mb"]), "facecrop": round(mine["peak_mb"])}}
+
+
 def step_medusa(check: Check) -> dict:
     from benchmarks.loops import MedusaLoop
 
@@ -438,6 +464,7 @@ def steps(check: Check) -> list[tuple[str, object, str | None]]:
         ("bundle-aoti-fp32", step_bundle("aoti", "fp32"), slow_here),
         ("bundle-export-fp32", step_bundle("export", "fp32"), None),
         ("video", step_video, None),
+        ("whole-process", step_whole_process, None),
         ("medusa-loop", step_medusa, None),
         ("bundle-aoti-fp16", step_bundle("aoti", "fp16"), cuda),
         ("bundle-export-fp16", step_bundle("export", "fp16"), cuda),
@@ -534,6 +561,12 @@ def report(env: dict, results: list[dict]) -> str:
               f"| x the Medusa-style loop ({medusa.get('nets', 'n/a')}) | >= {TARGETS['x_medusa']:.0f}x | {medusa_text} |",
               f"| det_10g@320 full pipeline | > {TARGETS['det_10g_320_fps']:,} fps | {det_10g_text} |",
               f"| from a video file | bound by decoding | {video_text} |"]
+    whole = by_step.get("whole-process", {})
+    if "speed_up" in whole:
+        lines.append(f"| `facecrop run` ({whole['bundle']}) as a process, x the InsightFace script | >= 2x | "
+                     f"{whole['speed_up']:.2f}x ({whole['facecrop_s']:.2f} vs {whole['insightface_s']:.2f} s, "
+                     f"{whole['frames']} frames; peak MB {whole['peak_mb']['facecrop']} vs "
+                     f"{whole['peak_mb']['insightface']}) |")
     return "\n".join(lines) + "\n"
 
 

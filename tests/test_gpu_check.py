@@ -31,7 +31,7 @@ def test_cpu_rehearsal_runs_every_step_it_can(tmp_path):
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     steps = {s["step"]: s for s in report["steps"]}
     assert report["environment"]["pipeline"] == "det_2.5g@224 + align224, K=8"
-    ran = {"prepare", "eager", "bundle-export-fp32", "video", "medusa-loop"}
+    ran = {"prepare", "eager", "bundle-export-fp32", "video", "whole-process", "medusa-loop"}
     assert {name for name, s in steps.items() if s["status"] == "ok"} == ran, steps
     for name in ("cuda-graph", "bundle-aoti-fp16", "bundle-export-fp16", "tensorrt-fp16", "compile-max-autotune"):
         assert steps[name] == {"step": name, "status": "skipped", "reason": "needs CUDA"}
@@ -48,11 +48,15 @@ def test_cpu_rehearsal_runs_every_step_it_can(tmp_path):
     video = steps["video"]
     assert video["frames"] == 48 and video["faces"] > 0 and video["end_to_end_fps"] > 0 and video["decode_only_fps"] > 0
     assert steps["medusa-loop"]["faces"] > 0 and steps["medusa-loop"]["nets"] == "onnxruntime"
+    whole = steps["whole-process"]  # facecrop run and the InsightFace script as processes
+    assert whole["bundle"] == "export-fp32" and whole["frames"] == 48 and whole["speed_up"] > 0
+    assert whole["peak_mb"]["facecrop"] > 100 and whole["peak_mb"]["insightface"] > 100
 
     table = (tmp_path / "out" / "gpu_check.md").read_text()
     assert table in proc.stdout  # printed too
     assert "| eager | ok |" in table and "| cuda-graph | skipped: needs CUDA |" in table
     assert ">= 10,000" in table and "bound by decoding" in table and "x the Medusa-style loop" in table
+    assert "as a process, x the InsightFace script" in table
 
 
 def _fake_check():
