@@ -202,10 +202,9 @@ def _notes(mode: str, backends: list[str], device: str) -> list[str]:
         "bundle rows (torchscript, export, aoti, tensorrt) are written with facecrop.bundle.write_bundle and run "
         "through facecrop.runtime.load_bundle, as users run them; they are cached under --out/bundle-cache, keyed by "
         "configuration, torch version and facecrop's code: warm-up = build (when not cached) + verify + load + first call",
-        "decode included = PyAV decode + RGB conversion + run, sequentially in one thread for every pipeline; "
-        "every row runs one module call at a time, where facecrop.runtime.process_video decodes in a separate "
-        "process and on a CPU keeps two aoti calls running at once (runtime/calls.py): this does not credit "
-        "either; benchmarks/whole_process.py measures runs as users make them",
+        "decode included = PyAV decode + RGB conversion + run, sequentially in one thread for every pipeline "
+        "(facecrop.runtime.process_video decodes in a separate process beside the module's calls, which this does "
+        "not credit; benchmarks/whole_process.py measures runs as users make them)",
         "the reference loops run one frame at a time (the official ONNX files have batch 1 baked in): "
         "only their batch-1 ms/frame is meaningful; peak RSS includes the frames held in memory",
         "load = the machine's 1-minute load average before/after each measurement: on a shared machine a load "
