@@ -192,6 +192,10 @@ def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder
         if sink.pending_frames >= checkpoint_frames:
             sink.flush()
 
+    def finish_all() -> None:  # the batches still in the module, in order: results to keep
+        while calls:
+            finish(*calls.take())
+
     try:
         if not on_cpu:  # a GPU's first call at a batch size sets up its kernels: done while the decoder starts
             # (on the CPU a blank batch cost more than it saved once two batches overlap: docs/speed.md, step 18).
@@ -202,20 +206,17 @@ def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder
                 break
             height, width = item.frames.shape[2:]
             if not (low <= height <= high and low <= width <= high):
-                while calls:  # the batches before it are results to keep
-                    finish(*calls.take())
+                finish_all()
                 raise VideoError(f"{video}: frame {item.frame_index[0]} is {width}x{height}, outside the bundle's "
                                  f"{low}-{high} px a side{_kept(sink, pending=True)}")
             calls.submit(item, _module_outputs, bundle, item.frames)
             if calls.full():
                 finish(*calls.take())
-        while calls:
-            finish(*calls.take())
+        finish_all()
         sink.flush()
         return item
     except DecoderDied as err:
-        while calls:  # the batches decoded before it are results to keep
-            finish(*calls.take())
+        finish_all()
         raise VideoError(f"{video}: {err}{_kept(sink, pending=True)}") from None
     except OSError as err:  # the results or crops cannot be written: a full disk, a folder gone read-only
         raise _write_failed(video, err, sink, expected) from None

@@ -10,6 +10,7 @@ and cut or scaled to portrait and odd sizes. The reference is InsightFace's own
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import av
@@ -94,7 +95,8 @@ def test_one_bundle_matches_insightface_on_every_shape(backend, videos, tmp_path
         assert r["box_p99"] <= 1.0 and r["box_max"] <= 5.0, (name, r)
         assert r["crop_mad"] <= 1.0 or not r["matched"], (name, r)
     if backend == "aoti":
-        assert bundle.parallel == 2  # on the CPU two batches run at once (runtime/aoti.py, calls.py) ...
+        # On a CPU with 2 cores or more two batches run at once (runtime/aoti.py, calls.py) ...
+        assert bundle.parallel == (2 if os.cpu_count() >= 2 else 1)
         bundle.parallel = 1  # ... and give what one batch at a time gives
         for name in ("medusa 2 642x378", "1080p"):
             video = videos[name][0]
