@@ -13,8 +13,6 @@ import warnings
 import zipfile
 from pathlib import Path
 
-import torch
-
 from .aoti import AotiCpuModule, library_member
 from .errors import BundleError
 
@@ -42,6 +40,8 @@ def check_pt2_archive(path: Path) -> None:
                     if entry.get("use_pickle") or entry.get("path_name", "").startswith("opaque_obj"):
                         raise BundleError(f"artifact {path} holds a pickled object {fqn!r}; refusing to load it")
             elif "/data/sample_inputs/" in name:
+                import torch
+
                 try:
                     torch.load(io.BytesIO(archive.read(name)), weights_only=True)
                 except Exception as err:
@@ -65,24 +65,31 @@ def artifact_kind(path: Path) -> str | None:
     return None
 
 
-def load_artifact(path: Path, backend: str, device: torch.device):
-    """Load the compiled module; returns a callable ``frames -> tuple of tensors``. Its ``parallel``
-    attribute, where it has one, says how many calls may run at once from different threads."""
+def load_artifact(path: Path, backend: str, device: str):
+    """Load the compiled module for ``device`` (``'cpu'``, ``'cuda:1'``); returns a callable ``frames -> tuple
+    of tensors``, or of numpy arrays for an AOTInductor CPU library run without torch imported
+    (:class:`~facecrop.runtime.aoti.AotiCpuModule`). Its ``parallel`` attribute, where it has one, says how
+    many calls may run at once from different threads."""
     kind, declared = artifact_kind(path), "export" if backend == "tensorrt" else backend
     if kind is not None and kind != declared:
         raise BundleError(f"artifact {path.name} was written by the {kind!r} backend, but the manifest declares "
                           f"{backend!r}: the bundle was put together wrong; export it again")
+    if backend != "torchscript":
+        check_pt2_archive(path)
+    if backend == "aoti" and device.split(":")[0] == "cpu":
+        member = library_member(path)
+        if member is not None:  # two batches at once where the CPU has the cores for it (see aoti.py)
+            return AotiCpuModule(path, member, parallel=2 if (os.cpu_count() or 1) >= 2 else 1)
+    import torch
+
+    device = torch.device(device)
     if backend == "torchscript":
         with warnings.catch_warnings():  # TorchScript is deprecated upstream but still the portable format.
             warnings.simplefilter("ignore", FutureWarning)
             return torch.jit.load(str(path), map_location=device).eval()
-    check_pt2_archive(path)
     if backend == "export":
         return torch.export.load(path).module()
     if backend == "aoti":
-        member = library_member(path) if device.type == "cpu" else None
-        if member is not None:  # two batches at once where the CPU has the cores for it (see aoti.py)
-            return AotiCpuModule(path, member, parallel=2 if (os.cpu_count() or 1) >= 2 else 1)
         index = device.index if device.index is not None else -1
         # The C++ loader itself: torch._inductor.aoti_load_package would import the compiler's Python
         # (sympy and all), 150 MB of memory and 0.2 s that running the artifact never uses.

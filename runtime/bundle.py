@@ -18,10 +18,11 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from .aoti import AotiCpuModule
 from .artifact import load_artifact
 from .errors import BundleError
+from .native import torch_version
 
 # 2.0: one bundle serves every frame size (format 1 bundles took one fixed size).
 # 3.0: input.memory_format: channels-last frames (a compiled artifact reads others wrongly); 2.x still loads.
@@ -65,17 +66,22 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
-def resolve_device(manifest: dict, device: str | torch.device | None) -> torch.device:
-    """The device to run on: the bundle's own unless ``device`` names another index of the same type."""
-    built = torch.device(manifest["device"])
-    target = built if device is None else torch.device(device)
+def resolve_device(manifest: dict, device=None) -> str:
+    """The device to run on (``'cpu'``, ``'cuda'``, ``'cuda:1'``): the bundle's own unless ``device`` (a
+    string or ``torch.device``) names another index of the same type. torch is imported for CUDA only."""
+    built = str(manifest["device"])
+    target = built if device is None else str(device)
+    built_type, target_type = built.split(":")[0], target.split(":")[0]
     # Compiled artifacts bake the device type into their kernels or constants: only the index may differ.
-    if target.type != built.type:
+    if target_type != built_type:
         raise BundleError(
-            f"bundle was built for device {built.type!r} and cannot run on {target.type!r}; "
-            f"export one with --device {target.type}")
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise BundleError("bundle was built for CUDA, but this machine has no usable CUDA device")
+            f"bundle was built for device {built_type!r} and cannot run on {target_type!r}; "
+            f"export one with --device {target_type}")
+    if target_type == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BundleError("bundle was built for CUDA, but this machine has no usable CUDA device")
     return target
 
 
@@ -143,12 +149,14 @@ def compare_outputs(expected: dict, actual: dict, tolerance: dict) -> dict[str, 
 
 
 def check_frames(frames, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE) -> None:
-    """Raise ValueError unless ``frames`` is uint8 ``[B, 3, H, W]`` with B >= 1 and sides within bounds."""
-    if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8 or frames.ndim != 4 \
-            or frames.shape[1] != 3 or frames.shape[0] < 1:
-        got = f"{frames.dtype} {tuple(frames.shape)}" if isinstance(frames, torch.Tensor) else type(frames).__name__
+    """Raise ValueError unless ``frames`` (a tensor or a numpy array) is uint8 ``[B, 3, H, W]`` with B >= 1
+    and sides within bounds."""
+    dtype = str(getattr(frames, "dtype", "")).removeprefix("torch.")
+    shape = tuple(getattr(frames, "shape", ()))
+    if dtype != "uint8" or len(shape) != 4 or shape[1] != 3 or shape[0] < 1:
+        got = f"{dtype} {shape}" if dtype else type(frames).__name__
         raise ValueError(f"frames must be uint8 [B, 3, H, W] (RGB, B >= 1), got {got}")
-    height, width = frames.shape[2:]
+    height, width = shape[2:]
     if not (min_side <= height <= max_side and min_side <= width <= max_side):
         raise ValueError(f"frame size {width}x{height} is outside the bundle's bounds: "
                          f"{min_side} to {max_side} px a side")
@@ -157,31 +165,68 @@ def check_frames(frames, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE) -> 
 class Bundle:
     """A loaded, verified bundle: call it on ``uint8 [B, 3, H, W]`` RGB frames of any size within its bounds.
 
-    Attributes: ``path`` (the folder), ``manifest`` (parsed), ``device``, ``side_bounds`` (``(min, max)``
-    px for H and W), ``output_names`` (the module's order), ``golden_diffs`` (``{output: largest
-    difference}`` of the golden self-check, None if skipped), ``parallel`` (how many calls may run at
-    once from different threads: 2 for an AOTInductor CPU module, see ``aoti.py``) and ``module``, the
-    artifact itself: it takes frames in ``memory_format`` only (AOTInductor reads other layouts wrongly,
-    silently), which calling the bundle ensures.
+    Attributes: ``path`` (the folder), ``manifest`` (parsed), ``device`` (a ``torch.device``; ``device_name``
+    the same as a string), ``side_bounds`` (``(min, max)`` px for H and W), ``output_names`` (the module's
+    order), ``golden_diffs`` (``{output: largest difference}`` of the golden self-check, None if
+    skipped), ``parallel`` (how many calls may run at once from different threads: 2 for an AOTInductor
+    CPU module, see ``aoti.py``) and ``module``, the artifact itself: it takes frames in
+    ``memory_format`` only (AOTInductor reads other layouts wrongly, silently), which calling the bundle
+    ensures. An AOTInductor CPU module runs on numpy arrays without torch imported (``native.py``):
+    :meth:`run_frames` is the numpy door, the one the runtime uses; calling the bundle, the tensor one.
     """
 
-    def __init__(self, path: Path, manifest: dict, module, device: torch.device):
-        self.path, self.manifest, self.module, self.device = path, manifest, module, device
+    def __init__(self, path: Path, manifest: dict, module, device: str):
+        self.path, self.manifest, self.module, self.device_name = path, manifest, module, device
+        self.device_type = device.split(":")[0]
         self.side_bounds = (int(manifest["input"]["min_side"]), int(manifest["input"]["max_side"]))
         self.output_names = [spec["name"] for spec in manifest["outputs"]]
         # Compiled artifacts assume the memory layout they were traced with (format 2.0: contiguous).
-        self.memory_format = (torch.channels_last if manifest["input"].get("memory_format") == "channels_last"
-                              else torch.contiguous_format)
+        self.channels_last = manifest["input"].get("memory_format") == "channels_last"
         self.parallel = getattr(module, "parallel", 1)
+        self._numpy_module = isinstance(module, AotiCpuModule)
         self._warm_batches: set[int] = set()
 
-    def __call__(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
-        """uint8 ``[B, 3, H, W]`` frames -> ``{name: [B, K, ...]}`` on ``self.device``, in the frames' pixels."""
+    @property
+    def device(self):
+        import torch
+
+        return torch.device(self.device_name)
+
+    @property
+    def memory_format(self):
+        import torch
+
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def __call__(self, frames):
+        """uint8 ``[B, 3, H, W]`` frames (a tensor) -> ``{name: [B, K, ...]}`` tensors on ``self.device``, in
+        the frames' pixels."""
+        import torch
+
         check_frames(frames, *self.side_bounds)
+        if self._numpy_module:
+            return {k: torch.from_numpy(v) for k, v in self._run_numpy(frames.cpu().numpy()).items()}
         with torch.inference_mode():
             # A copy only where the frames are not in that layout yet (decoded frames are).
             outputs = self.module(frames.to(self.device).contiguous(memory_format=self.memory_format))
         return dict(zip(self.output_names, outputs))
+
+    def run_frames(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+        """uint8 ``[B, 3, H, W]`` frames (a numpy array, any strides) -> ``{name: [B, K, ...]}`` numpy arrays."""
+        check_frames(frames, *self.side_bounds)
+        if self._numpy_module:
+            return self._run_numpy(frames)
+        import torch
+
+        return {k: v.cpu().numpy() for k, v in self(torch.from_numpy(frames)).items()}
+
+    def _run_numpy(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+        # A copy only where the frames are not in the module's layout yet (decoded frames are).
+        if self.channels_last:
+            frames = np.ascontiguousarray(frames.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        else:
+            frames = np.ascontiguousarray(frames)
+        return dict(zip(self.output_names, self.module(frames)))
 
     def warm_up(self, batch: int) -> None:
         """Run the module once on ``batch`` blank frames, unless it has run at that batch: the first call at
@@ -189,12 +234,12 @@ class Bundle:
         74 instead of 41 ms). ``process_video`` calls this on a GPU while the decoding process starts."""
         if batch not in self._warm_batches:
             low = self.side_bounds[0]
-            self(torch.zeros((batch, 3, low, low), dtype=torch.uint8))
+            self.run_frames(np.zeros((batch, 3, low, low), np.uint8))
             self._warm_batches.add(batch)
 
     def __repr__(self) -> str:
         m = self.manifest
-        return (f"Bundle({m['name']} {m['version']}, backend={m['backend']}, device={self.device}, "
+        return (f"Bundle({m['name']} {m['version']}, backend={m['backend']}, device={self.device_name}, "
                 f"dtype={m['dtype']}, sides={self.side_bounds[0]}-{self.side_bounds[1]} px, outputs={self.output_names})")
 
 
@@ -205,22 +250,22 @@ def verify_golden(bundle: Bundle) -> dict[str, float]:
     try:
         with np.load(bundle.path / golden["file"], allow_pickle=False) as data:  # plain arrays only
             for i in range(len(golden["cases"])):
-                frames = torch.from_numpy(data[f"case{i}.input.frames"])
+                frames = data[f"case{i}.input.frames"]
                 prefix = f"case{i}.output."
                 expected = {k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)}
-                actual = {k: v.cpu().numpy() for k, v in bundle(frames).items()}
+                actual = bundle.run_frames(frames)
                 diffs = compare_outputs(expected, actual, golden["tolerance"])
                 worst = {k: max(v, worst.get(k, 0.0)) for k, v in diffs.items()}
         return worst
     except (BundleError, ValueError, KeyError, OSError, zipfile.BadZipFile) as err:
-        raise BundleError(f"bundle {bundle.path} failed its golden self-check on {bundle.device}: {err}") from None
+        raise BundleError(f"bundle {bundle.path} failed its golden self-check on {bundle.device_name}: {err}") from None
 
 
-def load_bundle(path: str | Path, device: str | torch.device | None = None, verify: bool = True) -> Bundle:
+def load_bundle(path: str | Path, device=None, verify: bool = True) -> Bundle:
     """Load a bundle folder after checking its format version, SHA-256s and device.
 
     ``path``: the folder ``bundles/<name>/<version>``; ``device``: ``None`` for the one it was built for, or
-    another index of that device type; ``verify``: run the golden self-check (3 frames, two sizes) first.
+    another index of that device type (a string or ``torch.device``); ``verify``: run the golden self-check (3 frames, two sizes) first.
     Returns a :class:`Bundle`; raises :class:`BundleError` for anything that makes it unusable here.
 
     Example:
@@ -231,7 +276,7 @@ def load_bundle(path: str | Path, device: str | torch.device | None = None, veri
     folder = Path(path)
     manifest = read_manifest(folder)
     target = resolve_device(manifest, device)
-    if manifest["backend"] == "tensorrt" and target.type != "cuda":
+    if manifest["backend"] == "tensorrt" and not target.startswith("cuda"):
         raise BundleError("TensorRT bundles run on CUDA only")
     for entry in (manifest["artifact"], manifest["golden"]):
         file = folder / entry["file"]
@@ -245,7 +290,7 @@ def load_bundle(path: str | Path, device: str | torch.device | None = None, veri
     except BundleError:
         raise
     except Exception as err:  # any loader failure: wrong torch version, not an archive, bad pickle
-        raise BundleError(f"cannot load {manifest['artifact']['file']} with torch {torch.__version__} "
+        raise BundleError(f"cannot load {manifest['artifact']['file']} with torch {torch_version()} "
                           f"(built with {manifest['environment']['torch']}): {err}") from None
     bundle = Bundle(folder, manifest, module, target)
     bundle.golden_diffs = verify_golden(bundle) if verify else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import torch
+from .native import set_intra_op_threads
 
 
 class InOrderCalls:
@@ -20,7 +20,7 @@ class InOrderCalls:
     def __init__(self, workers: int, threads_per_call: int, inline: bool = False):
         self.workers = workers
         self._pool = None if inline else ThreadPoolExecutor(workers, thread_name_prefix="facecrop-module",
-                                                            initializer=torch.set_num_threads,
+                                                            initializer=set_intra_op_threads,
                                                             initargs=(threads_per_call,))
         self._pending: deque[tuple[object, Future]] = deque()
 

@@ -8,13 +8,13 @@ read is one :class:`~facecrop.runtime.errors.VideoError` naming the source.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
-import torch
 
 from .decode_worker import quarter_turns
 from .decoder import upright
@@ -118,8 +118,9 @@ class Source:
 
 def _app_frames(frames):
     """The app's frames as :class:`Frame` items (numbered as given; no timestamps)."""
+    torch = sys.modules.get("torch")  # an app that hands tensors has imported torch
     for index, item in enumerate(frames):
-        if isinstance(item, torch.Tensor):
+        if torch is not None and isinstance(item, torch.Tensor):
             if item.dtype != torch.uint8 or item.ndim != 3 or item.shape[0] != 3:
                 raise ValueError(f"frame {index}: expected a uint8 tensor [3, H, W] (RGB), got {item.dtype} "
                                  f"{tuple(item.shape)}")

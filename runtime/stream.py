@@ -18,7 +18,6 @@ import threading
 import time
 
 import numpy as np
-import torch
 
 from .bundle import Bundle
 from .sources import Frame, open_source
@@ -151,8 +150,7 @@ class Stream:
         return batch
 
     def _run(self, batch: list[Frame]):
-        frames = torch.from_numpy(np.stack([f.rgb for f in batch])).permute(0, 3, 1, 2)
-        outputs = {k: v.cpu().numpy() for k, v in self.bundle(frames).items()}
+        outputs = self.bundle.run_frames(np.stack([f.rgb for f in batch]).transpose(0, 3, 1, 2))
         ready = time.perf_counter()
         face_idx = self.tracker.update_frames(outputs["lms"], outputs["valid"])
         for i, frame in enumerate(batch):

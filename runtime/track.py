@@ -7,7 +7,8 @@ a few arrays that a checkpoint stores, so a resumed run continues with exactly t
 uninterrupted one gives.
 
 Conventions: landmarks ``(x, y)`` pixels; a frame's detections in the order the detector gives
-them (best score first); ids are int64, numbered 0, 1, ... in order of appearance.
+them (best score first); ids are int64, numbered 0, 1, ... in order of appearance. The arithmetic is
+numpy's (float32 distances, as Medusa's ``torch.cdist``), so the runtime needs no torch for it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 __all__ = ["DEFAULT_DIST_THRESHOLD", "OnlineTracker", "track_frames"]
 
@@ -38,9 +38,9 @@ class OnlineTracker:
 
     Example:
         >>> tracker = OnlineTracker()
-        >>> tracker.update(torch.tensor([[[0.0, 0.0]], [[500.0, 0.0]]])).tolist()
+        >>> tracker.update(np.array([[[0.0, 0.0]], [[500.0, 0.0]]])).tolist()
         [0, 1]
-        >>> tracker.update(torch.tensor([[[490.0, 5.0]], [[10.0, 5.0]], [[2000.0, 0.0]]])).tolist()
+        >>> tracker.update(np.array([[[490.0, 5.0]], [[10.0, 5.0]], [[2000.0, 0.0]]])).tolist()
         [1, 0, 2]
     """
 
@@ -48,55 +48,65 @@ class OnlineTracker:
         if not dist_threshold > 0:
             raise ValueError(f"dist_threshold must be positive, got {dist_threshold!r}")
         self.dist_threshold = float(dist_threshold)
-        self.tracked: torch.Tensor | None = None  # [n_faces, L*2] float32: last landmarks of each face
+        self.tracked: np.ndarray | None = None  # [n_faces, L*2] float32: last landmarks of each face
 
-    def update(self, lms: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Ids ``[n]`` int64 for one frame's detections ``lms [n, L, 2]`` (n may be 0)."""
+    def update(self, lms):
+        """Ids ``[n]`` int64 for one frame's detections ``lms [n, L, 2]`` (n may be 0): a numpy array, or a
+        tensor on the same device when ``lms`` is a tensor."""
+        if isinstance(lms, np.ndarray):
+            return self._assign(lms)
+        import torch
+
         lms = torch.as_tensor(lms)
+        return torch.from_numpy(self._assign(lms.detach().cpu().numpy())).to(lms.device)
+
+    def _assign(self, lms: np.ndarray) -> np.ndarray:
         if lms.ndim < 2:
             raise ValueError(f"lms must have shape (n, L, 2), got {tuple(lms.shape)}")
-        flat = lms.reshape(lms.shape[0], math.prod(lms.shape[1:])).float()  # [n, L*2]; n may be 0
+        flat = lms.reshape(lms.shape[0], math.prod(lms.shape[1:])).astype(np.float32)  # [n, L*2]; n may be 0
         n = flat.shape[0]
         if n == 0:
-            return torch.zeros(0, dtype=torch.int64, device=flat.device)
+            return np.zeros(0, np.int64)
         if self.tracked is None:
-            self.tracked = flat.clone()
-            return torch.arange(n, device=flat.device)
-        tracked = self.tracked.to(flat.device)
-        dists = torch.cdist(flat, tracked)  # [n, n_faces]
-        assigned = torch.full((n,), -1, dtype=torch.int64, device=flat.device)
-        free = torch.ones(tracked.shape[0], dtype=torch.bool, device=flat.device)
-        for det in dists.min(dim=1).values.argsort().tolist():  # best-matching detections claim first
+            self.tracked = flat
+            return np.arange(n, dtype=np.int64)
+        tracked = self.tracked
+        dists = np.sqrt(np.square(flat[:, None, :] - tracked[None, :, :]).sum(-1))  # [n, n_faces]
+        assigned = np.full(n, -1, np.int64)
+        free = np.ones(tracked.shape[0], bool)
+        for det in np.argsort(dists.min(axis=1), kind="stable"):  # best-matching detections claim first
             if not free.any():
                 break
-            min_dist, face = dists[det].masked_fill(~free, float("inf")).min(dim=0)
-            if min_dist < self.dist_threshold:
+            candidates = np.where(free, dists[det], np.inf)
+            face = int(np.argmin(candidates))
+            if candidates[face] < self.dist_threshold:
                 assigned[det] = face
                 free[face] = False
         matched = assigned >= 0
+        tracked = tracked.copy()
         tracked[assigned[matched]] = flat[matched]
         new = int((~matched).sum())
-        assigned[~matched] = tracked.shape[0] + torch.arange(new, device=flat.device)
-        self.tracked = torch.cat([tracked, flat[~matched]])
+        assigned[~matched] = tracked.shape[0] + np.arange(new)
+        self.tracked = np.concatenate([tracked, flat[~matched]])
         return assigned
 
     def update_frames(self, lms: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Ids ``[F, K]`` int64 (-1 where ``valid`` is False) for frames ``lms [F, K, L, 2]`` in order."""
         face_idx = np.full(valid.shape, -1, dtype=np.int64)
         for f in range(len(valid)):
-            face_idx[f, valid[f]] = self.update(torch.from_numpy(lms[f][valid[f]])).numpy()
+            face_idx[f, valid[f]] = self._assign(lms[f][valid[f]])
         return face_idx
 
     def state(self) -> dict[str, np.ndarray]:
         """The arrays that restore this tracker with :meth:`from_state` (what a checkpoint stores)."""
-        tracked = np.zeros((0, 0), np.float32) if self.tracked is None else self.tracked.cpu().numpy()
+        tracked = np.zeros((0, 0), np.float32) if self.tracked is None else self.tracked
         return {"tracked": tracked, "dist_threshold": np.float64(self.dist_threshold)}
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> "OnlineTracker":
         tracker = cls(float(state["dist_threshold"]))
         if state["tracked"].size:
-            tracker.tracked = torch.from_numpy(np.array(state["tracked"], np.float32))
+            tracker.tracked = np.array(state["tracked"], np.float32)
         return tracker
 
     def __repr__(self) -> str:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import torch
 
 from .bundle import Bundle
 from .calls import InOrderCalls
@@ -25,16 +24,12 @@ from .decode_worker import declared_end, frames_per_batch
 from .decoder import Batch, Decoder, DecoderDied, End
 from .errors import RunInterrupted, VideoError
 from .lock import OutputLock
+from .native import intra_op_threads, set_intra_op_threads
 from .progress import Progress
 from .sink import ResultsSink
 from .track import DEFAULT_DIST_THRESHOLD, OnlineTracker
 
 PER_FRAME = ("valid", "conf", "bbox", "lms", "overflow", "crop_mat")
-
-
-def _module_outputs(bundle: Bundle, frames: np.ndarray) -> dict[str, np.ndarray]:
-    """One batch through the module (on a worker thread), copied to the host once."""
-    return {k: v.cpu().numpy() for k, v in bundle(torch.from_numpy(frames)).items()}
 
 
 def _collect(outputs: dict[str, np.ndarray], batch: Batch, tracker: OnlineTracker,
@@ -175,13 +170,13 @@ def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder
         if decoder is not None:
             decoder.close()
         decoder = Decoder(*needed)
-    on_cpu = bundle.device.type == "cpu"
+    on_cpu = bundle.device_type == "cpu"
     # The decoding process gets a core of its own; the module's calls share the others (see calls.py).
-    workers, threads = (getattr(bundle, "parallel", 1) if on_cpu else 1), torch.get_num_threads()
+    workers, threads = (getattr(bundle, "parallel", 1) if on_cpu else 1), intra_op_threads()
     per_call = max(1, (threads - 1) // workers)
     calls = InOrderCalls(workers, per_call, inline=not on_cpu)
-    if on_cpu:  # this thread's own torch work (face ids) too: an idle OpenMP team spins on the cores
-        torch.set_num_threads(per_call)
+    if on_cpu:  # this thread's own torch work, if any, too: an idle OpenMP team spins on the cores
+        set_intra_op_threads(per_call)
 
     def finish(batch: Batch, outputs: dict[str, np.ndarray]) -> None:
         sink.add(*_collect(outputs, batch, sink.tracker, sink.keep_crops))
@@ -209,7 +204,7 @@ def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder
                 finish_all()
                 raise VideoError(f"{video}: frame {item.frame_index[0]} is {width}x{height}, outside the bundle's "
                                  f"{low}-{high} px a side{_kept(sink, pending=True)}")
-            calls.submit(item, _module_outputs, bundle, item.frames)
+            calls.submit(item, bundle.run_frames, item.frames)
             if calls.full():
                 finish(*calls.take())
         finish_all()
@@ -233,7 +228,8 @@ def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder
             sink.close()
             bar.close()
             decoder.close()
-            torch.set_num_threads(threads)
+            if on_cpu:
+                set_intra_op_threads(threads)
 
 
 def _write_failed(video: Path, err: OSError, sink: ResultsSink, expected: int) -> VideoError:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
+import textwrap
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,7 +30,7 @@ from facecrop.runtime import FORMAT_VERSION, BundleError, load_bundle
 from facecrop.runtime import process_video
 from facecrop.runtime.aoti import AotiCpuModule
 from facecrop.runtime.bundle import compare_outputs, sha256_file
-from test_runtime import decode_all, make_video, photo_frames  # noqa: F401  (photo_frames is a fixture)
+from test_runtime import decode_all, make_video, npz, photo_frames  # noqa: F401  (photo_frames is a fixture)
 
 FRAME = (96, 64)  # stand-in golden frame size (width, height); the second case is portrait
 
@@ -205,9 +208,10 @@ def test_aoti_standin(tmp_path):
 
 
 @pytest.mark.slow
-def test_aoti_cpu_module_runs_two_batches_at_once_with_torchs_results(tmp_path):
+def test_aoti_cpu_module_runs_two_batches_at_once_with_torchs_results(tmp_path, photo_frames):
     """The artifact through its C interface (runtime/aoti.py) gives torch's own loader's outputs bit for bit,
-    also with two threads calling it at once; an archive it does not know goes to torch's loader."""
+    also with two threads calling it at once, and runs a video without torch imported; an archive it does
+    not know goes to torch's loader."""
     path = write_standin(tmp_path, backend="aoti")
     bundle = load_bundle(path)
     assert isinstance(bundle.module, AotiCpuModule) and bundle.parallel == (2 if os.cpu_count() >= 2 else 1)
@@ -218,19 +222,26 @@ def test_aoti_cpu_module_runs_two_batches_at_once_with_torchs_results(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # every call on one thread, as the runtime's workers: the same float sums
     try:
-        want = [torchs.run([b]) for b in batches]
-        alone = [bundle.module(b) for b in batches]
+        want = [[t.numpy() for t in torchs.run([b])] for b in batches]
+        alone = [bundle.module(b.numpy()) for b in batches]
     finally:
         torch.set_num_threads(threads)
     for got, expected in zip(alone, want):
-        for g, w in zip(got, expected):
-            torch.testing.assert_close(g, w, rtol=0, atol=0)
+        assert all(np.array_equal(g, w) and g.dtype == w.dtype for g, w in zip(got, expected))
     # Calls overlapping in time: each keeps its own inputs and outputs.
     with ThreadPoolExecutor(2, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        together = list(pool.map(bundle.module, batches * 4))
+        together = list(pool.map(bundle.module, [b.numpy() for b in batches] * 4))
     for got, expected in zip(together, want * 4):
-        for g, w in zip(got, expected):
-            torch.testing.assert_close(g, w, rtol=0, atol=0)
+        assert all(np.array_equal(g, w) for g, w in zip(got, expected))
+    # A whole run in a process of its own: torch's libraries are loaded, its Python package never imported.
+    video = make_video(tmp_path / "v.mp4", photo_frames)
+    code = textwrap.dedent(f"""
+        import sys
+        import facecrop.runtime as rt
+        rt.process_video(rt.load_bundle({str(path)!r}), {str(video)!r}, {str(tmp_path / 'alone.npz')!r}, progress=False)
+        print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))
+    """)
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
     # A member beyond the library, its sources and metadata (weights outside it, a proxy executor's ops, or
     # anything newer): torch's own loader runs it, one call at a time.
     with zipfile.ZipFile(artifact, "a") as archive:
@@ -246,8 +257,12 @@ def test_aoti_cpu_module_runs_two_batches_at_once_with_torchs_results(tmp_path):
         got = fallback.module(batches[0])
     finally:
         torch.set_num_threads(threads)
-    for g, w in zip(got, want[0]):
-        torch.testing.assert_close(g, w, rtol=0, atol=0)
+    assert all(np.array_equal(g.numpy(), w) for g, w in zip(got, want[0]))
+    # The run without torch imported gave what torch's loader gives (every call on one thread both ways).
+    alone, through_torch = npz(tmp_path / "alone.npz"), npz(process_video(fallback, video, tmp_path / "t.npz", progress=False))
+    assert sorted(alone) == sorted(through_torch)
+    assert all(np.array_equal(alone[k], through_torch[k]) for k in alone), [k for k in alone
+                                                                          if not np.array_equal(alone[k], through_torch[k])]
 
 
 def test_format_2_0_bundles_get_contiguous_frames(tmp_path):

@@ -388,14 +388,14 @@ def test_resume_after_injected_failure(bundle, tmp_path, photo_frames):
     class FailsAfter:
         def __init__(self, n):
             self.n, self.side_bounds, self.output_names = n, bundle.side_bounds, bundle.output_names
-            self.manifest, self.device, self.warm_up = bundle.manifest, bundle.device, bundle.warm_up
+            self.manifest, self.device_type, self.warm_up = bundle.manifest, bundle.device_type, bundle.warm_up
             self.parallel = 2  # two batches in flight, as on a CPU with aoti: the batches before the failure are kept
 
-        def __call__(self, frames):
+        def run_frames(self, frames):
             self.n -= 1
             if self.n < 0:
                 raise RuntimeError("injected failure")
-            return bundle(frames)
+            return bundle.run_frames(frames)
 
     out = tmp_path / "r.npz"
     with pytest.raises(RuntimeError, match="injected"):
@@ -419,9 +419,10 @@ def test_resume_after_kill(bundle_path, tmp_path, photo_frames):
     code = textwrap.dedent(f"""
         import time, facecrop.runtime as rt
         bundle = rt.load_bundle({str(bundle_path)!r})
-        slow = lambda frames: (time.sleep(0.3), bundle(frames))[1]
+        slow = lambda: None
         slow.__dict__.update(side_bounds=bundle.side_bounds, output_names=bundle.output_names, manifest=bundle.manifest,
-                             device=bundle.device, warm_up=bundle.warm_up)
+                             device_type=bundle.device_type, warm_up=bundle.warm_up,
+                             run_frames=lambda frames: (time.sleep(0.3), bundle.run_frames(frames))[1])
         rt.process_video(slow, {str(video)!r}, {str(out)!r}, batch_size=2, progress=False, checkpoint_frames=2)
     """)
     proc = subprocess.Popen([sys.executable, "-c", code])
