@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import struct
 import tempfile
 import weakref
 import zipfile
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .native import torch_library
+from .native import load_libtorch, torch_library
 
 _c_handles = ctypes.POINTER(ctypes.c_void_p)
 _c_int64s = ctypes.POINTER(ctypes.c_int64)
@@ -41,6 +42,51 @@ def library_member(path: Path) -> str | None:
     if len(libraries) != 1 or not all(n.endswith(_KNOWN_SUFFIXES) for n in members):
         return None
     return libraries[0]
+
+
+def _without_libtorch_stub(library: bytes) -> bytes | None:
+    """``library`` (an ELF shared object) with its ``DT_NEEDED`` entry for ``libtorch.so`` pointed at the
+    ``libtorch_cpu.so`` it also needs, or None where it has not both. A CPU artifact calls nothing of
+    the stub's CUDA libraries; where it would, loading it fails and the unchanged library is used."""
+    data = bytearray(library)
+    if data[:4] != b"\x7fELF" or data[4:6] != b"\x02\x01":  # 64-bit little-endian only
+        return None
+    (table,), (entry_size, count) = struct.unpack_from("<Q", data, 0x20), struct.unpack_from("<HH", data, 0x36)
+    # Program headers: (type, flags, offset, vaddr, paddr, filesz, memsz, align); 2 = PT_DYNAMIC, 1 = PT_LOAD.
+    segments = [struct.unpack_from("<IIQQQQQQ", data, table + i * entry_size) for i in range(count)]
+    dynamic = next((s for s in segments if s[0] == 2), None)
+    if dynamic is None:
+        return None
+    entries = [(dynamic[2] + 16 * i, *struct.unpack_from("<qQ", data, dynamic[2] + 16 * i))
+               for i in range(dynamic[5] // 16)]  # (file offset, tag, value); 1 = DT_NEEDED, 5 = DT_STRTAB
+    strings = next((value for _, tag, value in entries if tag == 5), None)
+    load = next((s for s in segments if s[0] == 1 and strings is not None and s[3] <= strings < s[3] + s[5]), None)
+    if load is None:
+        return None
+    start = strings - load[3] + load[2]
+    needed = {bytes(data[start + value:data.index(0, start + value)]): (offset, value)
+              for offset, tag, value in entries if tag == 1}
+    if b"libtorch.so" not in needed or b"libtorch_cpu.so" not in needed:
+        return None
+    struct.pack_into("<Q", data, needed[b"libtorch.so"][0] + 8, needed[b"libtorch_cpu.so"][1])
+    return bytes(data)
+
+
+def _load_library(archive: zipfile.ZipFile, member: str) -> ctypes.CDLL:
+    """The compiled library, loaded from a temporary copy (it stays mapped once its file is gone)."""
+    library = archive.read(member)
+    lean = _without_libtorch_stub(library)
+    with tempfile.TemporaryDirectory(prefix="facecrop-aoti-") as folder:
+        path = Path(folder) / Path(member).name
+        if lean is not None:
+            path.write_bytes(lean)
+            try:
+                return ctypes.CDLL(str(path))
+            except OSError:
+                pass  # it needs a symbol of libtorch.so after all
+        load_libtorch()
+        path.write_bytes(library)
+        return ctypes.CDLL(str(path))
 
 
 class _Shim:
@@ -114,11 +160,9 @@ class AotiCpuModule:
     """
 
     def __init__(self, path: Path, member: str, parallel: int = 2):
-        self._shim = _shim()  # torch's libraries first: the compiled library links them
-        with tempfile.TemporaryDirectory(prefix="facecrop-aoti-") as folder, zipfile.ZipFile(path) as archive:
-            # Loaded, the library stays mapped after its file is gone with the folder.
-            self._library = ctypes.CDLL(archive.extract(member, folder))
-        library = self._library
+        self._shim = _shim()  # torch's library first: the compiled library links it
+        with zipfile.ZipFile(path) as archive:
+            library = self._library = _load_library(archive, member)
         library.AOTInductorModelContainerRun.argtypes = [ctypes.c_void_p, _c_handles, ctypes.c_size_t, _c_handles,
                                                          ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p]
         self._handle = ctypes.c_void_p()

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import decode_worker
 
-SLOTS = 3  # two batches in the module at once (see calls.py) while the child fills the third
+SLOTS = 5  # two batches in the module at once (see calls.py) while the child decodes up to three ahead
 
 
 @dataclass

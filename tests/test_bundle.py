@@ -26,11 +26,11 @@ from facecrop import bundle as fb
 from facecrop.cli import main
 from facecrop.pipeline import build_pipeline
 from facecrop.pipeline_config import PipelineConfig
-from facecrop.runtime import FORMAT_VERSION, BundleError, load_bundle
+from facecrop.runtime import FORMAT_VERSION, load_bundle
 from facecrop.runtime import process_video
 from facecrop.runtime.aoti import AotiCpuModule
-from facecrop.runtime.bundle import compare_outputs, sha256_file
-from test_runtime import decode_all, make_video, npz, photo_frames  # noqa: F401  (photo_frames is a fixture)
+from facecrop.runtime.bundle import sha256_file
+from test_runtime import make_video, npz, photo_frames  # noqa: F401  (photo_frames is a fixture)
 
 FRAME = (96, 64)  # stand-in golden frame size (width, height); the second case is portrait
 
@@ -233,15 +233,18 @@ def test_aoti_cpu_module_runs_two_batches_at_once_with_torchs_results(tmp_path, 
         together = list(pool.map(bundle.module, [b.numpy() for b in batches] * 4))
     for got, expected in zip(together, want * 4):
         assert all(np.array_equal(g, w) for g, w in zip(got, expected))
-    # A whole run in a process of its own: torch's libraries are loaded, its Python package never imported.
+    # A whole run in a process of its own: torch's Python package is never imported, and of its libraries
+    # only libtorch_cpu (not libtorch.so, a CUDA build's stub for the CUDA libraries).
     video = make_video(tmp_path / "v.mp4", photo_frames)
     code = textwrap.dedent(f"""
         import sys
         import facecrop.runtime as rt
         rt.process_video(rt.load_bundle({str(path)!r}), {str(video)!r}, {str(tmp_path / 'alone.npz')!r}, progress=False)
-        print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))
+        libraries = {{line.split("/")[-1].strip() for line in open("/proc/self/maps") if "/torch/lib/" in line}}
+        print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'), sorted(libraries))
     """)
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    said = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert said.startswith("[] [") and "libtorch_cpu.so" in said and "libtorch.so" not in said, said
     # A member beyond the library, its sources and metadata (weights outside it, a proxy executor's ops, or
     # anything newer): torch's own loader runs it, one call at a time.
     with zipfile.ZipFile(artifact, "a") as archive:
