@@ -117,6 +117,8 @@ def profile(video: Path, args, batch: int = 8) -> list[tuple[str, float]]:
     from facecrop.bundle import cpu_kernel_configs
     from facecrop.detect.core import decode_scrfd, preprocess, select_faces
     from facecrop.pipeline import build_pipeline, cut_crops
+    from av.video.reformatter import VideoReformatter
+
     from facecrop.runtime.decode_worker import _copy_rgb
     from facecrop.pipeline_config import PipelineConfig
     from facecrop.detect.letterbox import letterbox
@@ -128,12 +130,12 @@ def profile(video: Path, args, batch: int = 8) -> list[tuple[str, float]]:
         raw = [f for _, f in zip(range(batch), container.decode(video=0))]
         rows.append(("decode (PyAV, H.264)", (time.perf_counter() - start) / batch * 1e3))
     buffer = np.zeros((batch, raw[0].height, raw[0].width, 3), np.uint8)  # reused by the runtime: touched
-    slot = memoryview(buffer).cast("B")
+    slot, to_rgb = memoryview(buffer).cast("B"), VideoReformatter()
     for i, frame in enumerate(raw):  # set up swscale and touch the buffer, as a video does once
-        _copy_rgb(frame, slot, i * buffer[0].size)
+        _copy_rgb(frame, slot, i * buffer[0].size, to_rgb)
     start = time.perf_counter()
     for i, frame in enumerate(raw):  # as facecrop.runtime.decode_worker does
-        _copy_rgb(frame, slot, i * buffer[0].size)
+        _copy_rgb(frame, slot, i * buffer[0].size, to_rgb)
     frames = torch.from_numpy(buffer).permute(0, 3, 1, 2)  # channels-last, as the runtime hands them over
     rows.append(("colour convert (swscale to RGB) into the channels-last batch",
                  (time.perf_counter() - start) / batch * 1e3))

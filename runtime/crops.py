@@ -33,6 +33,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 __all__ = ["CROP_FORMATS", "META", "CropWriter", "crops_folder", "encode_mp4s", "replace_folder"]
 
@@ -55,12 +56,12 @@ class ImageEncoder:
         self.context = av.CodecContext.create(codec, "w")
         self.context.width = self.context.height = size
         self.context.pix_fmt, self.context.time_base, self.context.options = pix_fmt, Fraction(1, 25), options
-        self.pix_fmt = pix_fmt
+        self.pix_fmt, self.to_pix_fmt = pix_fmt, VideoReformatter()  # swscale set up once, not for every crop
 
     def __call__(self, crop: np.ndarray) -> bytes:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(crop.transpose(1, 2, 0)), format="rgb24")
         if self.pix_fmt != "rgb24":
-            frame = frame.reformat(format=self.pix_fmt)
+            frame = self.to_pix_fmt.reformat(frame, format=self.pix_fmt)
         return b"".join(bytes(p) for p in self.context.encode(frame))
 
 

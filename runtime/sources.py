@@ -15,6 +15,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from .decode_worker import quarter_turns
 from .decoder import upright
@@ -88,9 +89,10 @@ class Source:
                         raise VideoError(f"{self.source} has no video stream")
                     stream = container.streams.video[0]
                     stream.thread_type = "AUTO"
+                    to_rgb = VideoReformatter()  # swscale set up once, not for every frame
                     for frame in container.decode(stream):
                         pts = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else float("nan")
-                        rgb = upright(frame.to_ndarray(format="rgb24"), quarter_turns(frame))
+                        rgb = upright(to_rgb.reformat(frame, format="rgb24").to_ndarray(), quarter_turns(frame))
                         yield Frame(index, pts, rgb, time.perf_counter(), gap_s)
                         index, gap_s = index + 1, 0.0
             except (av.error.FFmpegError, OSError):
