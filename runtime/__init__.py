@@ -7,7 +7,8 @@
 The public API:
 
 - ``load_bundle(path, device=None) -> Bundle``: load and self-check a bundle; ``bundle(frames)``
-  maps uint8 ``[B, 3, H, W]`` RGB frames of any size to the per-frame outputs (``bundle.py``).
+  maps uint8 ``[B, 3, H, W]`` RGB frames of any size to the per-frame outputs, ``bundle.run_frames``
+  the same in numpy (``bundle.py``; ``aoti.py`` and ``native.py`` run an aoti CPU module without torch).
 - ``process_video(bundle, video, output, ...)``: every frame of a video, upright, with face ids,
   checkpointed, into one ``.npz`` (and crop files); resumable, one run per output (``video.py``).
 - ``stream(bundle, source, ...)``: results per frame as they come, from a file, a URL (RTSP,

@@ -204,8 +204,9 @@ class Bundle:
         import torch
 
         check_frames(frames, *self.side_bounds)
-        if self._numpy_module:
-            return {k: torch.from_numpy(v) for k, v in self._run_numpy(frames.cpu().numpy()).items()}
+        if self._numpy_module:  # torch's layout change is the fast one (numpy's: 3x slower at 720p)
+            frames = frames.cpu().contiguous(memory_format=self.memory_format)
+            return {k: torch.from_numpy(v) for k, v in self._run_numpy(frames.numpy()).items()}
         with torch.inference_mode():
             # A copy only where the frames are not in that layout yet (decoded frames are).
             outputs = self.module(frames.to(self.device).contiguous(memory_format=self.memory_format))
