@@ -118,9 +118,9 @@ class TimedBundle:
     def __init__(self, bundle):
         self.bundle, self.calls = bundle, []
 
-    def __call__(self, frames):
+    def run_frames(self, frames):  # what the runtime's stream calls (numpy in and out)
         start = time.perf_counter()
-        out = self.bundle(frames)
+        out = self.bundle.run_frames(frames)
         self.calls.append((len(frames), time.perf_counter() - start))
         return out
 

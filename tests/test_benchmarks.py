@@ -113,7 +113,7 @@ def test_whole_process_benchmark_runs(tmp_path):
     sides = ("InsightFace script", "facecrop run (folder)", "shell loop of facecrop run")
     assert all(row[s]["seconds"] > 0 and row[s]["peak_mb"] > 100 for s in sides), row
     steps = dict(results["fixed_cost_s"])
-    assert list(steps)[0] == "import torch" and all(v >= 0 for v in steps.values())
+    assert list(steps)[0] == "import facecrop.runtime (numpy, PyAV)" and all(v >= 0 for v in steps.values())
     assert "| 2 clips of 4 s |" in proc.stdout and "| shell loop of facecrop run |" in proc.stdout
     assert not (tmp_path / "out" / "work").exists()  # the work folder is removed
 
