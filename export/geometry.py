@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from facecrop.pixels import pixel_pairs
+
 __all__ = ["estimate_similarity", "invert_affine", "sample_crops", "transform_points", "valid_slots", "warp_crops"]
 
 
@@ -251,24 +253,25 @@ def sample_crops(frames: torch.Tensor, crop_mat: torch.Tensor, frame_index: torc
     wx1 = torch.where((x0 >= -1) & (x0 < width - 1), fx, 0.0)
     wy0 = torch.where((y0 >= 0) & (y0 < height), 1 - fy, 0.0)
     wy1 = torch.where((y0 >= -1) & (y0 < height - 1), fy, 0.0)
-    # Taps are read from the frames as height x width x channels: the three channels of a tap lie
-    # side by side, and for channels-last frames (what the runtime decodes into) this is a view.
-    flat = frames.permute(0, 2, 3, 1).reshape(-1)
-    row_stride = width * channels
+    if width < 2:  # a pixel pair needs two columns: a zero column, which the zero weights above never read
+        frames = torch.nn.functional.pad(frames, (0, 1))
+    columns = frames.shape[3]
+    # The taps x0 and x0 + 1 of a row are read as one pixel pair (x, x + 1) (see facecrop.pixels), x = x0
+    # clamped to [0, W - 2]: where x0 is -1 only the pair's first pixel weighs, where it is W - 1 only its second.
+    pair_x = x0.clamp(0, columns - 2)
+    first = torch.where(x0 < 0, wx1, torch.where(x0 > columns - 2, 0.0, wx0))
+    second = torch.where(x0 < 0, 0.0, torch.where(x0 > columns - 2, wx0, wx1))
+    read = pixel_pairs(frames)
+    row_stride = columns * channels
     base = (frame_index * (height * row_stride)).view(-1, 1, 1)  # [N, 1, 1]: the frame in the flat buffer
-    row0 = y0.clamp(0, height - 1) * row_stride
-    row1 = (y0 + 1).clamp(0, height - 1) * row_stride
-    col0 = x0.clamp(0, width - 1) * channels
-    col1 = (x0 + 1).clamp(0, width - 1) * channels
-    offsets = [base + (row + col) for row in (row0, row1) for col in (col0, col1)]  # 4 x [N, h, w]
-    # Every offset is in range by construction, so the gathers skip the bounds checks and the
-    # negative-index wrap that indexing compiles into each tap. With int32 offsets: 11.2 -> 8.9 ms
-    # for 28 crops from 480p frames, compiled, same pixels. One channel at a time, sharing the offsets
-    # and weights: about twice as fast, compiled, as gathering [N, C, h, w] indices at once (720p frames).
+    col = pair_x * channels
+    # Every offset is in range by construction, so the reads need no bounds checks. Both rows' pairs are
+    # read once for all channels (the channels of a pixel lie side by side in channels-last frames).
+    top, bottom = (read(base + (row.clamp(0, height - 1) * row_stride + col)) for row in (y0, y0 + 1))
     planes = []
     for c in range(channels):
-        p00, p01, p10, p11 = (torch.ops.aten._unsafe_index(flat, [off + c]).to(dtype) for off in offsets)
-        planes.append(wy0 * (wx0 * p00 + wx1 * p01) + wy1 * (wx0 * p10 + wx1 * p11))
+        p00, p01, p10, p11 = (t.to(dtype) for t in (top[c], top[channels + c], bottom[c], bottom[channels + c]))
+        planes.append(wy0 * (first * p00 + second * p01) + wy1 * (first * p10 + second * p11))
     crops = torch.stack(planes, 1)  # [N, C, h, w]
     return crops
 

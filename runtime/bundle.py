@@ -209,7 +209,10 @@ class Bundle:
             return {k: torch.from_numpy(v) for k, v in self._run_numpy(frames.numpy()).items()}
         with torch.inference_mode():
             # A copy only where the frames are not in that layout yet (decoded frames are).
-            outputs = self.module(frames.to(self.device).contiguous(memory_format=self.memory_format))
+            frames = frames.to(self.device).contiguous(memory_format=self.memory_format)
+            if frames.storage_offset() % 8:  # the module reads pixels as 64-bit words (facecrop.pixels)
+                frames = frames.clone(memory_format=self.memory_format)
+            outputs = self.module(frames)
         return dict(zip(self.output_names, outputs))
 
     def run_frames(self, frames: np.ndarray) -> dict[str, np.ndarray]:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from facecrop.pixels import pixel_pairs
+
 _COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS
 _COEF_SCALE = 1 << _COEF_BITS
 
@@ -100,7 +102,7 @@ def letterbox(frames: torch.Tensor, det_size: tuple[int, int]) -> tuple[torch.Te
         det_size: detector input ``(width, height)``.
 
     Returns:
-        ``(canvas, det_scale)``: int32 ``[B, 3, det_h, det_w]`` (channels-last) holding the resized
+        ``(canvas, det_scale)``: int32 ``[B, 3, det_h, det_w]`` (contiguous) holding the resized
         frame (0-255) at the top-left and zeros elsewhere, and the float32 scalar
         ``det_scale = new_h / H`` that maps frame pixels to canvas pixels.
 
@@ -124,31 +126,31 @@ def letterbox(frames: torch.Tensor, det_size: tuple[int, int]) -> tuple[torch.Te
         rows, cols = det_h, det_w
     i0, i1, w0, w1, inside_x = _taps(width, new_w, cols, width_int)
     j0, j1, v0, v1, inside_y = _taps(height, new_h, rows, height_int)
-    # A canvas row is read as det_w x channels values side by side, as the frame's rows lie in a
-    # channels-last buffer: one table entry per (column, channel) holds its two taps' offsets within a
-    # source row and their weights, one entry per canvas row its two source rows' offsets and weights.
-    channel = torch.arange(channels, device=frames.device)
-    offsets = [(i[:, None] * channels + channel).reshape(-1) for i in (i0, i1)]
-    per_value = [t[:, None].expand(-1, channels).reshape(-1) for t in (w0, w1, inside_x)]
-    cols0, cols1, wx0, wx1, inside_cols = _computed_once(*offsets, *per_value)
+    # Each canvas pixel blends source pixels x and x + 1 of two source rows, read as one pair (see
+    # facecrop.pixels). At the right edge OpenCV repeats the last pixel (i0 = i1 = W - 1, all the
+    # weight on i0): that is the pair (W - 2, W - 1) with the weight on its second pixel.
+    last = i0 > width_int - 2
+    pair_x = i0.clamp(max=width_int - 2)
+    cols_at, wx0, wx1, inside_cols = _computed_once(pair_x * channels, torch.where(last, 0, w0),
+                                                    torch.where(last, w0, w1), inside_x)
     row_stride = width_int * channels
     rows0, rows1, wy0, wy1, inside_rows = _computed_once(j0 * row_stride, j1 * row_stride, v0, v1, inside_y)
-    pixels = frames.permute(0, 2, 3, 1).reshape(-1)  # a view for channels-last frames
     base = (torch.arange(batch, device=frames.device) * (height_int * row_stride)).view(-1, 1, 1)
-
-    def taps(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        # Every offset is in range by construction (the tables are clamped), so no bounds checks.
-        return torch.ops.aten._unsafe_index(pixels, [base + (rows[:, None] + cols[None, :])]).int()
-
-    # OpenCV filters every source row horizontally (weights scaled by 2048), then blends pairs of rows.
-    top_h = taps(rows0, cols0) * wx0 + taps(rows0, cols1) * wx1  # [B, rows, cols * channels]
-    bottom_h = taps(rows1, cols0) * wx0 + taps(rows1, cols1) * wx1
-    # OpenCV's VResizeLinearVec_32s8u: drop 4 bits, multiply, keep the high 16 bits, round the last 2.
-    top = (wy0[:, None] * (top_h >> 4)) >> 16
-    bottom = (wy1[:, None] * (bottom_h >> 4)) >> 16
-    resized = ((top + bottom + 2) >> 2).clamp(0, 255)
+    read = pixel_pairs(frames)
+    # Each pair is read once for all channels: [B, rows, cols] each, pixel x's channels then x + 1's.
+    top_pairs = read(base + (rows0[:, None] + cols_at[None, :]))
+    bottom_pairs = read(base + (rows1[:, None] + cols_at[None, :]))
+    planes = []
+    for c in range(channels):
+        # OpenCV filters every source row horizontally (weights scaled by 2048), then blends pairs of rows.
+        top_h = top_pairs[c].int() * wx0 + top_pairs[channels + c].int() * wx1  # [B, rows, cols]
+        bottom_h = bottom_pairs[c].int() * wx0 + bottom_pairs[channels + c].int() * wx1
+        # OpenCV's VResizeLinearVec_32s8u: drop 4 bits, multiply, keep the high 16 bits, round the last 2.
+        top = (wy0[:, None] * (top_h >> 4)) >> 16
+        bottom = (wy1[:, None] * (bottom_h >> 4)) >> 16
+        planes.append(((top + bottom + 2) >> 2).clamp(0, 255))
+    resized = torch.stack(planes, 1)  # [B, C, rows, cols]
     resized = resized * (inside_rows[:, None] * inside_cols[None, :])  # all ones on the CPU
     # InsightFace's zero canvas around the image.
-    canvas = torch.nn.functional.pad(resized, (0, (det_w - cols) * channels, 0, det_h - rows))
-    canvas = canvas.view(batch, det_h, det_w, channels).permute(0, 3, 1, 2)
+    canvas = torch.nn.functional.pad(resized, (0, det_w - cols, 0, det_h - rows))
     return canvas, (new_h / height).float()
