@@ -8,7 +8,7 @@ On the CPU, a compiled gather fetches one element per load, lane by lane (induct
 gather), so reading the six bytes one by one costs six loads. Read as the two 64-bit words that hold
 them, the same six bytes cost two loads and a few shifts (docs/speed.md, step 23: compiled alone,
 crops of 112 px 0.19-0.21 -> 0.14-0.15 ms, the letterbox 1.0-1.27 -> 0.24-0.40 ms a frame; the same
-pixels). Other devices and float frames gather the six values one by one.
+pixels). Other devices, float frames and TorchScript traces gather the six values one by one.
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def pixel_pairs(frames: torch.Tensor) -> Callable[[torch.Tensor], list[torch.Ten
     """
     flat = frames.permute(0, 2, 3, 1).reshape(-1)
     values = 2 * frames.shape[1]
-    if frames.dtype == torch.uint8 and frames.device.type == "cpu" and values <= 8 and flat.shape[0] >= 8:
+    # Not in a TorchScript trace, which would record the words' count of its example as a constant.
+    if (frames.dtype == torch.uint8 and frames.device.type == "cpu" and values <= 8 and flat.shape[0] >= 8
+            and not torch.jit.is_tracing()):
         read_word = _words(flat)
 
         def read(offset: torch.Tensor) -> list[torch.Tensor]:

@@ -208,11 +208,10 @@ class Bundle:
             frames = frames.cpu().contiguous(memory_format=self.memory_format)
             return {k: torch.from_numpy(v) for k, v in self._run_numpy(frames.numpy()).items()}
         with torch.inference_mode():
-            # A copy only where the frames are not in that layout yet (decoded frames are).
             frames = frames.to(self.device).contiguous(memory_format=self.memory_format)
-            if frames.storage_offset() % 8:  # the module reads pixels as 64-bit words (facecrop.pixels)
-                frames = frames.clone(memory_format=self.memory_format)
-            outputs = self.module(frames)
+            # A copy only where the frames are not in that layout yet (decoded frames are), or start inside
+            # a 64-bit word (the module reads pixels as words: facecrop.pixels).
+            outputs = self.module(frames.clone(memory_format=self.memory_format) if frames.storage_offset() % 8 else frames)
         return dict(zip(self.output_names, outputs))
 
     def run_frames(self, frames: np.ndarray) -> dict[str, np.ndarray]:
