@@ -24,8 +24,8 @@ def _words(flat: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """``read(offset) -> int64`` holding ``flat[offset:offset + 6]`` in its low six bytes (little-endian).
 
     ``flat`` (uint8, 1-D, contiguous) is read as 64-bit words in place (copied first if it starts
-    inside a word); its last ``len % 8`` bytes, which no whole word covers, are read from a
-    zero-padded copy of them (one word).
+    inside a word); its last ``len % 8`` bytes, which no whole word covers, are gathered into one
+    zero-padded word.
     """
     # Eager callers may hand a view into a batch, which can start inside a word: copied. (A compiled
     # graph cannot read the offset; the runtime hands its modules whole buffers, see Bundle.__call__.)
