@@ -76,7 +76,9 @@ class TorchRunner(Runner):
         self.device, self.cleanup = torch.device(device), cleanup
 
     def prepare(self, frames: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).contiguous()
+        # The layout a decoder delivers (channels-last memory viewed as [B, 3, H, W]): a pipeline that
+        # wants another layout pays for the change inside its timed call, as it would on decoded video.
+        return torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2)
 
     def __call__(self, x):
         with torch.inference_mode():
