@@ -37,6 +37,16 @@ def _size(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _models_fetch(args: argparse.Namespace) -> None:
     from facecrop import zoo
 
@@ -84,17 +94,27 @@ def _run_one(args: argparse.Namespace) -> None:
     """``facecrop run BUNDLE VIDEO -o OUT.npz``: load and verify the bundle, process the video, optionally overlay."""
     from facecrop.overlay import write_overlay
     from facecrop.runtime import load_bundle, process_video, summarize_results
-    from facecrop.runtime.decoder import start_early
+    from facecrop.runtime.bundle import read_manifest
+    from facecrop.runtime.decoder import Decoder, start_early
     from facecrop.runtime.quality import format_summary, overflow_warning
 
     start = time.perf_counter()
-    start_early()  # the decoding process starts up while the bundle loads
-    bundle = load_bundle(args.bundle, device=args.device)
-    print(f"loaded {bundle!r} in {time.perf_counter() - start:.1f} s (golden self-check passed)", file=sys.stderr)
-    _report_bundle(bundle)
-    start = time.perf_counter()
-    output = process_video(bundle, args.inputs[0], args.output, batch_size=args.batch_size, resume=args.resume,
-                           force=args.force, **_run_options(args))
+    max_side = int(read_manifest(args.bundle)["input"]["max_side"])
+    # The video decodes while the bundle loads (process_video takes this decoder over); a resumed run
+    # starts past frame 0, which process_video works out.
+    decoder = None if args.resume else Decoder(str(args.inputs[0]), args.batch_size, 0, 3 * max_side ** 2)
+    try:
+        if decoder is None:
+            start_early()  # the decoding process starts up while the bundle loads
+        bundle = load_bundle(args.bundle, device=args.device)
+        print(f"loaded {bundle!r} in {time.perf_counter() - start:.1f} s (golden self-check passed)", file=sys.stderr)
+        _report_bundle(bundle)
+        start = time.perf_counter()
+        output = process_video(bundle, args.inputs[0], args.output, batch_size=args.batch_size, resume=args.resume,
+                               force=args.force, decoder=decoder, **_run_options(args))
+    finally:
+        if decoder is not None:
+            decoder.close()  # where process_video stopped before taking it over (closing twice does nothing)
     summary = summarize_results(output)
     print(f"wrote {output} in {time.perf_counter() - start:.1f} s: {format_summary(summary)}", file=sys.stderr)
     warning = overflow_warning(summary["overflow_frames"], bundle.manifest["config"]["max_faces"])
@@ -224,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "source (rtsp://, http(s)://, tcp://, udp://, /dev/video0) with -o FILE.jsonl")
     run.add_argument("-o", "--output", type=Path, required=True,
                      help="results file (.npz) for one video, else the output folder of a dataset run")
-    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--batch-size", type=_positive, default=8)
     run.add_argument("--device", default=None)
     run.add_argument("--save-crops", action="store_true", help="also save every face crop in the results file")
     run.add_argument("--crops", choices=["png", "jpg", "mp4", "webdataset"], default=None,

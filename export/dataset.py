@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facecrop.runtime import Bundle, load_bundle, process_video, summarize_results
+from facecrop.runtime.bundle import read_manifest
 from facecrop.runtime.checkpoint import checkpoint_folder
 from facecrop.runtime.decoder import Decoder
 from facecrop.runtime.errors import StaleCheckpoint
@@ -199,16 +200,17 @@ def run_one(bundle: Bundle, job: Job, options: dict | None = None, batch_size: i
     return row
 
 
-def prefetch(bundle: Bundle, job: Job, batch_size: int, force: bool) -> Decoder | None:
+def prefetch(max_side: int, job: Job, batch_size: int, force: bool) -> Decoder | None:
     """Start decoding ``job``'s video now, if it starts from frame 0 (no checkpoint to resume).
 
-    Started while the previous video runs, the child's start-up (Python, PyAV) and its first
-    batches overlap that video's compute instead of following it.
+    Started while the previous video runs (or, for the first one, while the bundle loads), the
+    child's start-up (Python, PyAV) and its first batches overlap that work instead of following it.
+    ``max_side``: the bundle's largest frame side.
     """
     if checkpoint_folder(job.output).exists() and not force:
         return None
     try:
-        return Decoder(str(job.video), batch_size, 0, 3 * bundle.side_bounds[1] ** 2)
+        return Decoder(str(job.video), batch_size, 0, 3 * max_side ** 2)
     except OSError:
         return None  # process_video will try again and report what is wrong
 
@@ -287,24 +289,33 @@ def run_local(bundle_path: str | Path, inputs: list[str | Path], out_dir: str | 
     devices = list(devices or [None])
     if len(set(devices)) != len(devices):
         raise ValueError(f"--devices lists a device twice: {devices}")
-    bundles = [load_bundle(bundle_path, device=device) for device in devices]
     settings = run_settings(options)  # the batch size changes no result, so it is not recorded
+    described = read_manifest(Path(bundle_path))  # what load_bundle verifies below; enough to plan
+    max_side = int(described["input"]["max_side"])
     manifest = Manifest(out_dir)
-    jobs, skipped = plan(videos, out_dir, manifest, bundles[0].manifest["artifact"]["sha256"], settings, force)
+    jobs, skipped = plan(videos, out_dir, manifest, described["artifact"]["sha256"], settings, force)
+    queue = list(reversed(jobs))
+    # The first video decodes while the bundles load (20 clips: its first batch waited 0.12 s, speed.md step 25).
+    first = queue.pop() if queue else None
+    early = prefetch(max_side, first, batch_size, force) if first else None
+    try:
+        bundles = [load_bundle(bundle_path, device=device) for device in devices]
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
     bar = DatasetProgress(len(jobs), enabled=progress)
     rows: list[dict] = []
-    queue = list(reversed(jobs))
     lock = threading.Lock()
 
     def take() -> Job | None:
         with lock:
             return queue.pop() if queue else None
 
-    def work(bundle: Bundle) -> None:
-        job, decoder = take(), None
+    def work(bundle: Bundle, job: Job | None, decoder: Decoder | None = None) -> None:
         while job is not None:
             following = take()  # this worker's next video, decoding while this one computes
-            ahead = prefetch(bundle, following, batch_size, force) if following else None
+            ahead = prefetch(max_side, following, batch_size, force) if following else None
             row = run_one(bundle, job, settings, batch_size, force, on_frames=bar.add_frames, decoder=decoder)
             manifest.append(row)
             with lock:
@@ -312,10 +323,10 @@ def run_local(bundle_path: str | Path, inputs: list[str | Path], out_dir: str | 
             bar.finished(row)
             job, decoder = following, ahead
 
-    workers = [threading.Thread(target=work, args=(bundle,), daemon=True) for bundle in bundles[1:]]
+    workers = [threading.Thread(target=work, args=(bundle, take()), daemon=True) for bundle in bundles[1:]]
     for worker in workers:
         worker.start()
-    work(bundles[0])
+    work(bundles[0], first, early)
     for worker in workers:
         worker.join()
     bar.close()

@@ -2,7 +2,9 @@
 
 A bundle whose module releases the GIL (``Bundle.parallel`` > 1, see ``aoti.py``) runs one batch per
 worker, each on ``threads_per_call`` intra-op threads (set in the worker: OpenMP's thread count belongs to
-the calling thread). Results are taken oldest first, so face ids and checkpoints follow the frame order.
+the calling thread), with ``queued`` more batches waiting, so that a worker whose call ends before the
+oldest one starts the next batch at once instead of idling until the oldest is taken. Results are taken
+oldest first, so face ids and checkpoints follow the frame order.
 With one worker and ``inline``, calls run in the caller's thread (a GPU's module, whose streams are per thread).
 """
 
@@ -15,10 +17,10 @@ from .native import set_intra_op_threads
 
 
 class InOrderCalls:
-    """``submit(tag, fn, *args)`` up to ``workers`` calls, then ``take()`` the oldest ``(tag, result)``."""
+    """``submit(tag, fn, *args)`` up to ``workers + queued`` calls, then ``take()`` the oldest ``(tag, result)``."""
 
-    def __init__(self, workers: int, threads_per_call: int, inline: bool = False):
-        self.workers = workers
+    def __init__(self, workers: int, threads_per_call: int, inline: bool = False, queued: int = 0):
+        self.capacity = workers if inline else workers + queued
         self._pool = None if inline else ThreadPoolExecutor(workers, thread_name_prefix="facecrop-module",
                                                             initializer=set_intra_op_threads,
                                                             initargs=(threads_per_call,))
@@ -36,7 +38,7 @@ class InOrderCalls:
         self._pending.append((tag, done))
 
     def full(self) -> bool:
-        return len(self._pending) >= self.workers
+        return len(self._pending) >= self.capacity
 
     def take(self) -> tuple[object, object]:
         """The oldest call's ``(tag, result)``, waiting for it; its exception is raised here."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import decode_worker
 
-SLOTS = 5  # two batches in the module at once (see calls.py) while the child decodes up to three ahead
+SLOTS = 7  # four batches with the module (two running, two queued: see video.py) while the child decodes three ahead
 
 
 @dataclass

@@ -30,6 +30,9 @@ from .sink import ResultsSink
 from .track import DEFAULT_DIST_THRESHOLD, OnlineTracker
 
 PER_FRAME = ("valid", "conf", "bbox", "lms", "overflow", "crop_mat")
+# Batches queued beside the running calls on the CPU: call times vary with the faces in a batch, and a
+# worker that finished out of turn idled until the oldest call ended (20 clips: 8.64 -> 8.39 s, speed.md step 25).
+QUEUED_CALLS = 2
 
 
 def _collect(outputs: dict[str, np.ndarray], batch: Batch, tracker: OnlineTracker,
@@ -174,7 +177,7 @@ def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder
     # The decoding process gets a core of its own; the module's calls share the others (see calls.py).
     workers, threads = (getattr(bundle, "parallel", 1) if on_cpu else 1), intra_op_threads()
     per_call = max(1, (threads - 1) // workers)
-    calls = InOrderCalls(workers, per_call, inline=not on_cpu)
+    calls = InOrderCalls(workers, per_call, inline=not on_cpu, queued=QUEUED_CALLS)
     if on_cpu:  # this thread's own torch work, if any, too: an idle OpenMP team spins on the cores
         set_intra_op_threads(per_call)
 
