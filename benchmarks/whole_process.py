@@ -117,9 +117,10 @@ from pathlib import Path
 from facecrop.runtime import load_bundle, process_video
 from facecrop.runtime.bundle import read_manifest
 from facecrop.runtime.decoder import Decoder
+from facecrop.runtime.video import decoder_args
 mark("import facecrop.runtime (numpy, PyAV)")
 side = int(read_manifest(Path(sys.argv[1]))["input"]["max_side"])
-decoder = Decoder(str(Path(sys.argv[2])), 8, 0, 3 * side ** 2)  # as the CLI: decoding while the bundle loads
+decoder = Decoder(*decoder_args(sys.argv[2], 8, 0, side))  # as the CLI: decoding while the bundle loads
 bundle = load_bundle(sys.argv[1], verify=False)
 mark("load the bundle (SHA-256, torch's libraries, artifact)")
 from facecrop.runtime.bundle import verify_golden

@@ -97,12 +97,13 @@ def _run_one(args: argparse.Namespace) -> None:
     from facecrop.runtime.bundle import read_manifest
     from facecrop.runtime.decoder import Decoder, start_early
     from facecrop.runtime.quality import format_summary, overflow_warning
+    from facecrop.runtime.video import decoder_args
 
     start = time.perf_counter()
     max_side = int(read_manifest(args.bundle)["input"]["max_side"])
     # The video decodes while the bundle loads (process_video takes this decoder over); a resumed run
     # starts past frame 0, which process_video works out.
-    decoder = None if args.resume else Decoder(str(args.inputs[0]), args.batch_size, 0, 3 * max_side ** 2)
+    decoder = None if args.resume else Decoder(*decoder_args(args.inputs[0], args.batch_size, 0, max_side))
     try:
         if decoder is None:
             start_early()  # the decoding process starts up while the bundle loads

@@ -28,6 +28,7 @@ from facecrop.runtime.bundle import read_manifest
 from facecrop.runtime.checkpoint import checkpoint_folder
 from facecrop.runtime.decoder import Decoder
 from facecrop.runtime.errors import StaleCheckpoint
+from facecrop.runtime.video import decoder_args
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts",
                             ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".y4m"})
@@ -210,7 +211,7 @@ def prefetch(max_side: int, job: Job, batch_size: int, force: bool) -> Decoder |
     if checkpoint_folder(job.output).exists() and not force:
         return None
     try:
-        return Decoder(str(job.video), batch_size, 0, 3 * max_side ** 2)
+        return Decoder(*decoder_args(job.video, batch_size, 0, max_side))
     except OSError:
         return None  # process_video will try again and report what is wrong
 

@@ -81,7 +81,7 @@ def map_slots(fds: list[int], length: int, mapped: list[mmap.mmap]) -> list[mmap
     """The slots mapped ``length`` bytes long: ``mapped`` (the last video's) if that is their length.
 
     A new mapping page-faults again every page the next video writes, one fault per 4 KiB: about
-    20,000 for a video of 720x720 frames, 1% of a folder run's CPU (``perf``), so mappings are kept.
+    20,000 for a video of 720x720 frames, about 1.5% of a folder run's CPU (``perf``), so mappings are kept.
     """
     if mapped and len(mapped[0]) == length:
         return mapped

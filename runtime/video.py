@@ -35,6 +35,11 @@ PER_FRAME = ("valid", "conf", "bbox", "lms", "overflow", "crop_mat")
 QUEUED_CALLS = 2
 
 
+def decoder_args(video: str | Path, batch_size: int, skip: int, max_side: int) -> tuple:
+    """The :class:`Decoder` arguments ``process_video`` needs; a decoder started early with others is replaced."""
+    return str(Path(video)), batch_size, skip, 3 * max_side * max_side
+
+
 def _collect(outputs: dict[str, np.ndarray], batch: Batch, tracker: OnlineTracker,
              keep_crops: bool) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """A batch's module outputs -> (per-frame arrays with face ids and, with ``keep_crops``, the valid
@@ -168,7 +173,7 @@ def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder
     done = sink.frames_done
     bar = Progress(expected, initial=done, enabled=progress)
     low, high = bundle.side_bounds
-    needed = (str(video), batch_size, done, 3 * high * high)
+    needed = decoder_args(video, batch_size, done, high)
     if decoder is None or decoder.args != needed:
         if decoder is not None:
             decoder.close()
