@@ -64,6 +64,45 @@ def astronaut_rgb() -> np.ndarray:
     return astronaut_rgb()
 
 
+@pytest.fixture(scope="session")
+def bundle_path(tmp_path_factory):
+    """The README's main job (det_500m at 224, aligned 112 crops) exported with torch.export: built once
+    for the whole run (here, not in a test module: a fixture imported into several modules is built once per module)."""
+    from facecrop import bundle as fb
+    from facecrop.pipeline import build_pipeline
+    from facecrop.pipeline_config import PipelineConfig
+
+    model = real_model("det_500m")
+    config = PipelineConfig(detector=str(model), crop="align")
+    return fb.write_bundle(build_pipeline(config), config, backend="export", out_root=tmp_path_factory.mktemp("b"),
+                           source_models={"detector": model})
+
+
+@pytest.fixture(scope="session")
+def bundle(bundle_path):
+    """``bundle_path`` loaded by the runtime."""
+    from facecrop.runtime import load_bundle
+
+    return load_bundle(bundle_path)
+
+
+@pytest.fixture(scope="session")
+def photo_frames(t1_rgb, astronaut_rgb):
+    """Frames [n, 360, 640, 3]: the two photos sliding across a dark canvas, frame 3 black (no face)."""
+    import cv2
+
+    frames = []
+    for i in range(12):
+        src = t1_rgb if i >= 6 else astronaut_rgb
+        src = cv2.resize(src, (round(src.shape[1] * 300 / src.shape[0]), 300), interpolation=cv2.INTER_AREA)
+        img = np.full((360, 640, 3), 20, np.uint8)
+        x, y = 8 * (i % 6), 6 * (i % 6)
+        w = min(src.shape[1], 640 - x)
+        img[y:y + 300, x:x + w] = src[:, :w]
+        frames.append(np.zeros_like(img) if i == 3 else img)
+    return np.stack(frames)
+
+
 @pytest.fixture(scope="module")
 def example_cache(tmp_path_factory):
     """Generated pictures/videos go to a fresh temporary cache (one per test module), never into the repo or ~/.cache."""

@@ -13,7 +13,6 @@ import sys
 import pytest
 
 from conftest import REPO, real_media, real_model
-from test_runtime import bundle_path  # noqa: F401  (fixture)
 
 
 @pytest.mark.slow
@@ -51,17 +50,9 @@ def test_smoke_run_writes_json_markdown_and_plot(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("run-")]  # the work folder is removed
 
 
-def test_dataset_benchmark_runs(tmp_path):
+def test_dataset_benchmark_runs(bundle_path, tmp_path):
     """The folder-run benchmark end to end on two short videos (its figures are not asserted)."""
-    from facecrop import bundle as fb
-    from facecrop.pipeline import build_pipeline
-    from facecrop.pipeline_config import PipelineConfig
-
-    model = real_model("det_500m")
-    config = PipelineConfig(detector=str(model), crop="align")
-    bundle = fb.write_bundle(build_pipeline(config), config, backend="export", out_root=tmp_path / "b",
-                             source_models={"detector": model})
-    subprocess.run([sys.executable, str(REPO / "benchmarks" / "dataset_run.py"), "--bundle", str(bundle), "--videos", "2",
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "dataset_run.py"), "--bundle", str(bundle_path), "--videos", "2",
                     "--frames", "8", "--repeats", "1", "--out", str(tmp_path / "out")], check=True, cwd=REPO,
                    capture_output=True, text=True)
     rows = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -71,10 +62,11 @@ def test_dataset_benchmark_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_cpu_video_benchmark_runs(tmp_path):
+def test_cpu_video_benchmark_runs(bundle_path, tmp_path):
     """``cpu_video.py`` end to end on two tiny videos of other sizes with 0-3 faces (figures not asserted)."""
     model = real_model("det_500m")
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cpu_video.py"), "--backends", "export",
+                           "--bundle", f"export={bundle_path}",
                            "--sizes", "480p", "322x240", "--faces", "0-3", "--frames", "8", "--repeats", "1",
                            "--model-dir", str(model.parent), "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=900, cwd=REPO)
@@ -90,18 +82,11 @@ def test_cpu_video_benchmark_runs(tmp_path):
     assert {"bench_322x240_8_0-3faces.mp4", "bench_854x480_8_0-3faces.mp4"} <= videos
 
 
-def test_whole_process_benchmark_runs(tmp_path):
+def test_whole_process_benchmark_runs(bundle_path, tmp_path):
     """``whole_process.py`` on two short real clips and the fixed-cost steps (its figures are not asserted)."""
-    from facecrop import bundle as fb
-    from facecrop.pipeline import build_pipeline
-    from facecrop.pipeline_config import PipelineConfig
-
     model = real_model("det_500m")
     media = real_media("1.mp4").parent
-    config = PipelineConfig(detector=str(model), crop="align")
-    bundle = fb.write_bundle(build_pipeline(config), config, backend="export", out_root=tmp_path / "b",
-                             source_models={"detector": model})
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "whole_process.py"), "--bundle", str(bundle),
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "whole_process.py"), "--bundle", str(bundle_path),
                            "--media-dir", str(media),
                            "--sets", "dataset", "fixed", "--clips", "2", "--repeats", "1", "--model-dir",
                            str(model.parent), "--out", str(tmp_path / "out")],
@@ -118,7 +103,7 @@ def test_whole_process_benchmark_runs(tmp_path):
     assert not (tmp_path / "out" / "work").exists()  # the work folder is removed
 
 
-def test_live_benchmark_runs(bundle_path, tmp_path):  # noqa: F811
+def test_live_benchmark_runs(bundle_path, tmp_path):
     """``live.py --quick``: a real stream over loopback at 480p 25 fps, then served twice as fast (figures not asserted)."""
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "live.py"), "--quick", "--seconds", "2",
                            "--bundle", str(bundle_path), "--out", str(tmp_path)],
@@ -132,17 +117,9 @@ def test_live_benchmark_runs(bundle_path, tmp_path):  # noqa: F811
     assert "| 480p 25 fps | all | 50 |" in (tmp_path / "live.md").read_text()
 
 
-def test_runtime_ab_benchmark_runs(tmp_path):
+def test_runtime_ab_benchmark_runs(bundle_path, tmp_path):
     """``runtime_ab.py`` on one real video and two clips (an export bundle: the sides take turns; figures not asserted)."""
-    from facecrop import bundle as fb
-    from facecrop.pipeline import build_pipeline
-    from facecrop.pipeline_config import PipelineConfig
-
-    model = real_model("det_500m")
-    config = PipelineConfig(detector=str(model), crop="align")
-    bundle = fb.write_bundle(build_pipeline(config), config, backend="export", out_root=tmp_path / "b",
-                             source_models={"detector": model})
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "runtime_ab.py"), "--bundle", str(bundle),
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "runtime_ab.py"), "--bundle", str(bundle_path),
                            "--videos", "example_vid.mp4", "--clips", "2", "--repeats", "1",
                            "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=900, cwd=REPO)

@@ -30,7 +30,7 @@ from facecrop.runtime import FORMAT_VERSION, load_bundle
 from facecrop.runtime import process_video
 from facecrop.runtime.aoti import AotiCpuModule
 from facecrop.runtime.bundle import sha256_file
-from test_runtime import make_video, npz, photo_frames  # noqa: F401  (photo_frames is a fixture)
+from test_runtime import make_video, npz
 
 FRAME = (96, 64)  # stand-in golden frame size (width, height); the second case is portrait
 

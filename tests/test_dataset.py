@@ -27,7 +27,7 @@ import pytest
 from facecrop import dataset
 from facecrop.cli import main
 from facecrop.runtime import process_video
-from test_runtime import bundle, bundle_path, make_video, npz, photo_frames  # noqa: F401  (fixtures)
+from test_runtime import make_video, npz
 
 
 def manifest_rows(out_dir: Path) -> list[dict]:
@@ -35,7 +35,7 @@ def manifest_rows(out_dir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def videos(tmp_path_factory, photo_frames):  # noqa: F811
+def videos(tmp_path_factory, photo_frames):
     """A folder of real-photo videos at three sizes in nested folders, one truncated and one empty,
     plus a list file naming one more video outside the folder."""
     root = tmp_path_factory.mktemp("data")
@@ -58,14 +58,14 @@ def videos(tmp_path_factory, photo_frames):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def singles(bundle, videos, tmp_path_factory):  # noqa: F811
+def singles(bundle, videos, tmp_path_factory):
     """Each good video run on its own with process_video: what the dataset run must reproduce."""
     out = tmp_path_factory.mktemp("singles")
     return {v: npz(process_video(bundle, v, out / f"{i}.npz", progress=False)) for i, v in enumerate(videos["good"])}
 
 
 @pytest.fixture(scope="module")
-def local_run(bundle_path, videos, tmp_path_factory):  # noqa: F811
+def local_run(bundle_path, videos, tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "results"
     code = main(["run", str(bundle_path), str(videos["folder"]), str(videos["list"]), "-o", str(out)])
     return out, code

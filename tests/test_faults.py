@@ -24,7 +24,7 @@ import pytest
 
 from conftest import as_in_a_terminal, real_media
 from facecrop.runtime import CheckpointDamaged, RunInterrupted, VideoError, process_video
-from test_runtime import bundle, bundle_path, make_video, npz  # noqa: F401  (fixtures)
+from test_runtime import make_video, npz
 
 FACECROP = Path(sys.executable).parent / "facecrop"
 
@@ -38,7 +38,7 @@ def clip(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def full(bundle, clip, tmp_path_factory):  # noqa: F811
+def full(bundle, clip, tmp_path_factory):
     """The uninterrupted run's results."""
     return npz(process_video(bundle, clip, tmp_path_factory.mktemp("full") / "full.npz", progress=False))
 
@@ -53,7 +53,7 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def start_run(bundle_path, video, output, *extra) -> subprocess.Popen:  # noqa: F811
+def start_run(bundle_path, video, output, *extra) -> subprocess.Popen:
     """``facecrop run`` as a user starts it: its own process group (a terminal's), stderr captured."""
     return subprocess.Popen([str(FACECROP), "run", str(bundle_path), str(video), "-o", str(output), *extra],
                             stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=as_in_a_terminal)
@@ -69,7 +69,7 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
 # --- nothing left that blocks the next run ---------------------------------------------------------
 
 @pytest.mark.parametrize("size", [(8, 8), (5000, 100)], ids=["8x8", "5000x100"])
-def test_failing_at_the_first_frame_leaves_nothing(bundle, clip, full, tmp_path, size):  # noqa: F811
+def test_failing_at_the_first_frame_leaves_nothing(bundle, clip, full, tmp_path, size):
     width, height = size
     bad = make_video(tmp_path / "bad.mkv", np.full((3, height, width, 3), 128, np.uint8), codec="ffv1",
                      pix_fmt="yuv444p")
@@ -81,7 +81,7 @@ def test_failing_at_the_first_frame_leaves_nothing(bundle, clip, full, tmp_path,
     assert_same_results(npz(process_video(bundle, clip, out, progress=False)), full)  # not blocked
 
 
-def test_a_second_run_on_one_output_is_refused_and_a_dead_runs_lock_taken_over(bundle_path, bundle, clip, full,  # noqa: F811
+def test_a_second_run_on_one_output_is_refused_and_a_dead_runs_lock_taken_over(bundle_path, bundle, clip, full,
                                                                               tmp_path):
     out = tmp_path / "out.npz"
     first = start_run(bundle_path, clip, out)
@@ -98,7 +98,7 @@ def test_a_second_run_on_one_output_is_refused_and_a_dead_runs_lock_taken_over(b
 # --- Ctrl-C and SIGTERM -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
-def test_interrupt_says_one_line_and_resume_completes(bundle_path, clip, full, tmp_path, signum, code):  # noqa: F811
+def test_interrupt_says_one_line_and_resume_completes(bundle_path, clip, full, tmp_path, signum, code):
     out = tmp_path / "out.npz"
     proc = start_run(bundle_path, clip, out)
     said_so_far = []  # stderr as it comes: the progress bar says how many frames are done
@@ -130,7 +130,7 @@ def test_interrupt_says_one_line_and_resume_completes(bundle_path, clip, full, t
 
 # --- damaged checkpoints ----------------------------------------------------------------------------
 
-def interrupted_run(bundle, clip, out, after_frames: int) -> None:  # noqa: F811
+def interrupted_run(bundle, clip, out, after_frames: int) -> None:
     """A run stopped (as by Ctrl-C) once ``after_frames`` frames are done, checkpointed every 32 frames."""
     seen = []
 
@@ -143,7 +143,7 @@ def interrupted_run(bundle, clip, out, after_frames: int) -> None:  # noqa: F811
         process_video(bundle, clip, out, progress=False, checkpoint_frames=32, on_frames=count)
 
 
-def test_a_damaged_chunk_is_computed_again(bundle, clip, full, tmp_path):  # noqa: F811
+def test_a_damaged_chunk_is_computed_again(bundle, clip, full, tmp_path):
     out = tmp_path / "out.npz"
     interrupted_run(bundle, clip, out, after_frames=120)
     partial = out.with_name("out.npz.partial")
@@ -156,7 +156,7 @@ def test_a_damaged_chunk_is_computed_again(bundle, clip, full, tmp_path):  # noq
     assert_same_results(got, full)
 
 
-def test_a_damaged_checkpoint_list_starts_again(bundle, clip, full, tmp_path):  # noqa: F811
+def test_a_damaged_checkpoint_list_starts_again(bundle, clip, full, tmp_path):
     out = tmp_path / "out.npz"
     interrupted_run(bundle, clip, out, after_frames=64)
     (out.with_name("out.npz.partial") / "meta.json").write_text('{"identity": {"vid')
@@ -167,7 +167,7 @@ def test_a_damaged_checkpoint_list_starts_again(bundle, clip, full, tmp_path):  
 
 # --- a full disk ------------------------------------------------------------------------------------
 
-def test_full_disk_says_what_it_needs_and_resume_completes(bundle_path, tmp_path):  # noqa: F811
+def test_full_disk_says_what_it_needs_and_resume_completes(bundle_path, tmp_path):
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode != 0:
         pytest.skip("needs a private mount namespace (unshare -m, as root) for a small tmpfs")
     video = real_media("2.mp4")  # 668 frames: two chunks of 256 and the rest
@@ -206,7 +206,7 @@ def test_full_disk_says_what_it_needs_and_resume_completes(bundle_path, tmp_path
 # --- a wrong bundle ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("declared", ["aoti", "torchscript"])
-def test_an_artifact_of_another_backend_is_named_as_such(bundle_path, tmp_path, declared):  # noqa: F811
+def test_an_artifact_of_another_backend_is_named_as_such(bundle_path, tmp_path, declared):
     from facecrop.runtime import BundleError, load_bundle
 
     folder = shutil.copytree(bundle_path, tmp_path / "bundle")

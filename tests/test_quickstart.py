@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, model_dir, real_model
-from test_runtime import make_video, photo_frames  # noqa: F401  (photo_frames is a fixture)
+from test_runtime import make_video
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from conftest import real_media, real_model
 from facecrop.io import VideoLoader
 from facecrop.overlay import write_overlay
 from facecrop.runtime import process_video
-from test_runtime import bundle, bundle_path, npz  # noqa: F401  (fixtures)
+from test_runtime import npz
 
 ROTATIONS = [90, 180, -90]  # as PyAV reports them: degrees counterclockwise, in [-180, 180]
 
@@ -61,7 +61,7 @@ def test_clips_are_stored_sideways(clips):
 
 
 @pytest.mark.parametrize("rotation", ROTATIONS)
-def test_rotated_video_gives_the_upright_results(bundle, clips, rotation, tmp_path):  # noqa: F811
+def test_rotated_video_gives_the_upright_results(bundle, clips, rotation, tmp_path):
     want = npz(process_video(bundle, clips[0], tmp_path / "upright.npz", progress=False, save_crops=True))
     got = npz(process_video(bundle, clips[rotation], tmp_path / "rotated.npz", progress=False, save_crops=True))
     assert (want["rotation"] == 0).all() and (got["rotation"] == rotation % 360).all()
@@ -70,7 +70,7 @@ def test_rotated_video_gives_the_upright_results(bundle, clips, rotation, tmp_pa
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
-def test_rotated_video_matches_insightface_on_upright_frames(bundle, clips, tmp_path):  # noqa: F811
+def test_rotated_video_matches_insightface_on_upright_frames(bundle, clips, tmp_path):
     reference = insightface_reference(clips[0], real_model("det_500m"))
     got = npz(process_video(bundle, clips[90], tmp_path / "r.npz", progress=False, save_crops=True))
     row = compare(got, reference)
@@ -78,7 +78,7 @@ def test_rotated_video_matches_insightface_on_upright_frames(bundle, clips, tmp_
     assert row["box_max"] <= 0.1 and row["crop_mad"] <= 0.5, row
 
 
-def test_loader_and_overlay_show_rotated_video_upright(bundle, clips, tmp_path):  # noqa: F811
+def test_loader_and_overlay_show_rotated_video_upright(bundle, clips, tmp_path):
     upright, rotated = VideoLoader(clips[0], batch_size=12), VideoLoader(clips[-90], batch_size=12)
     assert rotated.get_metadata() == upright.get_metadata()
     assert torch.equal(torch.cat(list(rotated)), torch.cat(list(upright)))

@@ -24,45 +24,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, real_model
-from facecrop import bundle as fb
+from conftest import REPO
 from facecrop.cli import main
-from facecrop.pipeline import build_pipeline
-from facecrop.pipeline_config import PipelineConfig
 from facecrop.runtime import BundleError, VideoError, load_bundle, process_video
 from facecrop.runtime.bundle import sha256_file
 
 BANNED = ("onnx", "onnx2torch", "onnxruntime", "kornia", "torchvision", "insightface", "cv2", "tqdm", "skimage", "ray")
-
-
-@pytest.fixture(scope="session")
-def bundle_path(tmp_path_factory):
-    model = real_model("det_500m")
-    config = PipelineConfig(detector=str(model), crop="align")
-    return fb.write_bundle(build_pipeline(config), config, backend="export", out_root=tmp_path_factory.mktemp("b"),
-                           source_models={"detector": model})
-
-
-@pytest.fixture(scope="session")
-def bundle(bundle_path):
-    return load_bundle(bundle_path)
-
-
-@pytest.fixture(scope="session")
-def photo_frames(t1_rgb, astronaut_rgb):
-    """Frames [n, 360, 640, 3]: the two photos sliding across a dark canvas, frame 3 black (no face)."""
-    import cv2
-
-    frames = []
-    for i in range(12):
-        src = t1_rgb if i >= 6 else astronaut_rgb
-        src = cv2.resize(src, (round(src.shape[1] * 300 / src.shape[0]), 300), interpolation=cv2.INTER_AREA)
-        img = np.full((360, 640, 3), 20, np.uint8)
-        x, y = 8 * (i % 6), 6 * (i % 6)
-        w = min(src.shape[1], 640 - x)
-        img[y:y + 300, x:x + w] = src[:, :w]
-        frames.append(np.zeros_like(img) if i == 3 else img)
-    return np.stack(frames)
 
 
 def make_video(path, frames, codec="libx264", pix_fmt="yuv420p", pts_ms=None, fmt=None, options=None):

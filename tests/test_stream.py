@@ -20,7 +20,7 @@ from benchmarks import live as live_bench
 from benchmarks.live import free_port, open_when_listening
 from conftest import as_in_a_terminal, real_media
 from facecrop.runtime import VideoError, process_video, stream
-from test_runtime import bundle, bundle_path, npz  # noqa: F401  (fixtures)
+from test_runtime import npz
 
 # Exact, or within float32 rounding: process_video runs the module on one thread fewer (its decoding
 # process gets a core), and sums over other thread splits differ in their last bits.
@@ -38,7 +38,7 @@ def produce(port: int, first: int = 0, count: int = 10_000) -> subprocess.Popen:
 
 
 @pytest.fixture(scope="module")
-def offline(bundle, tmp_path_factory):  # noqa: F811
+def offline(bundle, tmp_path_factory):
     """``process_video`` on the file the producer streams."""
     return npz(process_video(bundle, real_media("example_vid.mp4"), tmp_path_factory.mktemp("o") / "o.npz",
                              progress=False))
@@ -48,7 +48,7 @@ def stacked(results: list[dict], name: str) -> np.ndarray:
     return np.stack([r[name] for r in results])
 
 
-def test_live_tcp_stream_equals_offline_processing(bundle, offline):  # noqa: F811
+def test_live_tcp_stream_equals_offline_processing(bundle, offline):
     port = free_port()
     producer = produce(port)
     try:
@@ -66,7 +66,7 @@ def test_live_tcp_stream_equals_offline_processing(bundle, offline):  # noqa: F8
           f"p99 {np.percentile(latency, 99) * 1000:.0f} ms")
 
 
-def test_a_dropped_stream_is_reconnected_and_the_gap_reported(bundle):  # noqa: F811
+def test_a_dropped_stream_is_reconnected_and_the_gap_reported(bundle):
     port = free_port()
     producer = produce(port, 0, 48)  # two seconds, then the producer goes away
     try:
@@ -88,7 +88,7 @@ def test_a_dropped_stream_is_reconnected_and_the_gap_reported(bundle):  # noqa: 
     assert len(live.stats["gaps_s"]) == 2 and live.stats["gaps_s"][-1] > 0.5
 
 
-def test_app_frames_including_a_size_change(bundle, offline):  # noqa: F811
+def test_app_frames_including_a_size_change(bundle, offline):
     import av
 
     with av.open(str(real_media("example_vid.mp4"))) as container:
@@ -103,7 +103,7 @@ def test_app_frames_including_a_size_change(bundle, offline):  # noqa: F811
     assert np.abs(half * 2 - full).max() < 6  # the same face, found in the half-size frames
 
 
-def test_bad_sources_say_what_is_wrong(bundle, tmp_path):  # noqa: F811
+def test_bad_sources_say_what_is_wrong(bundle, tmp_path):
     with pytest.raises(VideoError, match="cannot open .*missing.mp4: no such file"):
         stream(bundle, tmp_path / "missing.mp4")
     start, url = time.time(), f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
@@ -117,7 +117,7 @@ def test_bad_sources_say_what_is_wrong(bundle, tmp_path):  # noqa: F811
         stream(bundle, frames, policy="newest")
 
 
-def test_latest_policy_drops_to_keep_up(bundle):  # noqa: F811
+def test_latest_policy_drops_to_keep_up(bundle):
     import av
 
     with av.open(str(real_media("example_vid.mp4"))) as container:
@@ -139,7 +139,7 @@ def test_latest_policy_drops_to_keep_up(bundle):  # noqa: F811
         assert next_index - previous - 1 == r["dropped_before"]
 
 
-def test_cli_writes_a_json_line_per_frame_until_ctrl_c(bundle_path, tmp_path):  # noqa: F811
+def test_cli_writes_a_json_line_per_frame_until_ctrl_c(bundle_path, tmp_path):
     import json
     import os
     import signal

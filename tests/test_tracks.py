@@ -20,7 +20,7 @@ from conftest import REPO, real_media, real_model
 from facecrop.cli import main
 from facecrop.runtime import OnlineTracker, VideoError, process_video, summarize_results
 from facecrop.tracking import sort_faces
-from test_runtime import bundle, bundle_path, make_video, npz  # noqa: F401  (fixtures)
+from test_runtime import make_video, npz
 
 @pytest.fixture(scope="module")
 def people_clip(tmp_path_factory) -> Path:
@@ -32,7 +32,7 @@ def people_clip(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def crops_run(bundle, people_clip, tmp_path_factory):  # noqa: F811
+def crops_run(bundle, people_clip, tmp_path_factory):
     """One uninterrupted run with the crops in the results file and as PNG files."""
     out = tmp_path_factory.mktemp("crops") / "people.npz"
     process_video(bundle, people_clip, out, save_crops=True, crops="png", progress=False)
@@ -71,7 +71,7 @@ def test_face_idx_are_sort_faces_ids_on_the_same_detections(crops_run):
     assert summary["overflow_frames"] == 0 and not r["overflow"].any()
 
 
-def test_dist_threshold_changes_ids(bundle, people_clip, tmp_path, crops_run):  # noqa: F811
+def test_dist_threshold_changes_ids(bundle, people_clip, tmp_path, crops_run):
     strict = npz(process_video(bundle, people_clip, tmp_path / "s.npz", dist_threshold=1.0, progress=False))
     # 1 px over all landmark coordinates: every moving face is new in every frame.
     assert strict["face_idx"].max() > npz(crops_run)["face_idx"].max() + 10
@@ -121,7 +121,7 @@ def test_png_crops_are_the_results_crops(crops_run):
     assert not crops_run.with_name(crops_run.name + ".partial").exists()
 
 
-def test_jpg_crops_within_their_quality(bundle, people_clip, crops_run, tmp_path):  # noqa: F811
+def test_jpg_crops_within_their_quality(bundle, people_clip, crops_run, tmp_path):
     r = npz(crops_run)
     errors = {}
     for quality in (2, 10):
@@ -135,7 +135,7 @@ def test_jpg_crops_within_their_quality(bundle, people_clip, crops_run, tmp_path
     assert errors[2] < 1.5 and errors[2] < errors[10] < 3.0, errors
 
 
-def test_webdataset_shards_load_with_webdataset(bundle, people_clip, crops_run, tmp_path):  # noqa: F811
+def test_webdataset_shards_load_with_webdataset(bundle, people_clip, crops_run, tmp_path):
     import webdataset as wds
 
     r = npz(crops_run)
@@ -154,7 +154,7 @@ def test_webdataset_shards_load_with_webdataset(bundle, people_clip, crops_run, 
         assert meta["video"] == str(people_clip) and meta["pts_seconds"] == pytest.approx(r["pts_seconds"][frame])
 
 
-def test_mp4_crops_one_video_per_face(bundle, people_clip, crops_run, tmp_path):  # noqa: F811
+def test_mp4_crops_one_video_per_face(bundle, people_clip, crops_run, tmp_path):
     r = npz(crops_run)
     out = process_video(bundle, people_clip, tmp_path / "m.npz", crops="mp4", progress=False)
     folder = out.with_suffix(".crops")
@@ -170,7 +170,7 @@ def test_mp4_crops_one_video_per_face(bundle, people_clip, crops_run, tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["png", "webdataset"])
-def test_killed_and_resumed_run_writes_the_same_files(bundle, people_clip, tmp_path, fmt):  # noqa: F811
+def test_killed_and_resumed_run_writes_the_same_files(bundle, people_clip, tmp_path, fmt):
     whole = process_video(bundle, people_clip, tmp_path / "whole.npz", crops=fmt, checkpoint_frames=24, progress=False)
 
     def stop_after_40(n, seen=[0]):  # noqa: B006 - a counter across calls
@@ -193,7 +193,7 @@ def test_killed_and_resumed_run_writes_the_same_files(bundle, people_clip, tmp_p
     assert tree(whole.with_suffix(".crops")) == tree(cut.with_suffix(".crops"))
 
 
-def test_crops_of_another_setting_refused_unless_forced(bundle, people_clip, crops_run, tmp_path):  # noqa: F811
+def test_crops_of_another_setting_refused_unless_forced(bundle, people_clip, crops_run, tmp_path):
     out = tmp_path / "people.npz"
     out.with_suffix(".crops").mkdir()
     (out.with_suffix(".crops") / "mine.txt").write_text("not facecrop's")
@@ -205,7 +205,7 @@ def test_crops_of_another_setting_refused_unless_forced(bundle, people_clip, cro
     process_video(bundle, people_clip, out, crops="png", progress=False)  # its own crops: replaced silently
 
 
-def test_video_without_faces_writes_no_face_folders(bundle, tmp_path):  # noqa: F811
+def test_video_without_faces_writes_no_face_folders(bundle, tmp_path):
     video = make_video(tmp_path / "dark.mp4", np.full((10, 240, 320, 3), 16, np.uint8))
     out = process_video(bundle, video, tmp_path / "empty.npz", crops="png", progress=False)
     assert [p.name for p in out.with_suffix(".crops").iterdir()] == ["meta.json"]
@@ -214,7 +214,7 @@ def test_video_without_faces_writes_no_face_folders(bundle, tmp_path):  # noqa: 
     assert npz(out)["track_frames"].shape == (0,)
 
 
-def test_rare_false_detections_are_marked_not_removed(bundle, tmp_path):  # noqa: F811
+def test_rare_false_detections_are_marked_not_removed(bundle, tmp_path):
     """Medusa's 0.mp4 (no person): at det size 224 and threshold 0.3 a few frames score 0.30-0.32,
     as with InsightFace; those short tracks keep their rows and crops, marked ``track_kept`` False."""
     out = process_video(bundle, real_media("0.mp4"), tmp_path / "nobody.npz", crops="png", progress=False)
@@ -225,7 +225,7 @@ def test_rare_false_detections_are_marked_not_removed(bundle, tmp_path):  # noqa
     assert summarize_results(out)["tracks_kept"] == 0
 
 
-def test_cli_prints_the_summary_and_writes_crops(bundle_path, people_clip, tmp_path, capfd):  # noqa: F811
+def test_cli_prints_the_summary_and_writes_crops(bundle_path, people_clip, tmp_path, capfd):
     out = tmp_path / "cli.npz"
     assert main(["run", str(bundle_path), str(people_clip), "-o", str(out), "--crops", "png",
                  "--dist-threshold", "300", "--present-threshold", "0.2"]) == 0
@@ -334,7 +334,7 @@ def test_overflow_is_reported_in_results_manifest_and_cli(t1_rgb, tmp_path, capf
     assert "more faces than the bundle keeps" in capfd.readouterr().err
 
 
-def test_dataset_run_gives_the_ids_and_crops_of_a_single_run(bundle_path, people_clip, crops_run, tmp_path):  # noqa: F811
+def test_dataset_run_gives_the_ids_and_crops_of_a_single_run(bundle_path, people_clip, crops_run, tmp_path):
     assert main(["run", str(bundle_path), str(people_clip), "-o", str(tmp_path / "ds"), "--crops", "png",
                  "--save-crops"]) == 0
     row = json.loads((tmp_path / "ds" / "manifest.jsonl").read_text().splitlines()[-1])
@@ -347,7 +347,7 @@ def test_dataset_run_gives_the_ids_and_crops_of_a_single_run(bundle_path, people
                            for p in crops_run.with_suffix(".crops").rglob("*.png"))
 
 
-def test_shards_are_plain_tar_files(bundle, people_clip, tmp_path):  # noqa: F811
+def test_shards_are_plain_tar_files(bundle, people_clip, tmp_path):
     out = process_video(bundle, people_clip, tmp_path / "t.npz", crops="webdataset", progress=False)
     (shard,) = out.with_suffix(".crops").glob("shard-*.tar")
     with tarfile.open(shard) as archive:
@@ -356,7 +356,7 @@ def test_shards_are_plain_tar_files(bundle, people_clip, tmp_path):  # noqa: F81
     assert len({m.name.split(".")[0] for m in members}) * 2 == len(members)  # an image and a JSON per key
 
 
-def test_webdataset_example_feeds_a_dataloader(bundle, people_clip, crops_run, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_webdataset_example_feeds_a_dataloader(bundle, people_clip, crops_run, tmp_path, monkeypatch, capsys):
     out = process_video(bundle, people_clip, tmp_path / "ex.npz", crops="webdataset", progress=False)
     monkeypatch.syspath_prepend(str(REPO / "examples"))
     import webdataset_loader
