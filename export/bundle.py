@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import shutil
@@ -307,6 +308,9 @@ def write_bundle(module: torch.nn.Module, config: PipelineConfig, *, backend: st
         worst = ", ".join(f"{k} {v:.2g}" for k, v in bundle.golden_diffs.items())
         _step(f"4/4 verified: loads in the runtime, matches eager at {sizes} and at batch 1, batch 3 and "
               f"{checks[-1].shape[3]}x{checks[-1].shape[2]} (max diffs: {worst})", start)
+        mask = os.umask(0)
+        os.umask(mask)
+        build.chmod(0o777 & ~mask)  # mkdtemp's 0700 would hide the bundle from the other users of a shared disk
         try:
             build.rename(target)
         except OSError:

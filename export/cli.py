@@ -96,10 +96,15 @@ def _run_one(args: argparse.Namespace) -> None:
     from facecrop.runtime import load_bundle, process_video, summarize_results
     from facecrop.runtime.bundle import read_manifest
     from facecrop.runtime.decoder import Decoder, start_early
+    from facecrop.runtime.outputs import check_writable, refuse_overwrites
     from facecrop.runtime.quality import format_summary, overflow_warning
-    from facecrop.runtime.video import decoder_args
+    from facecrop.runtime.video import decoder_args, run_outputs
 
     start = time.perf_counter()
+    if args.visualize is not None:  # checked now, not after the whole run
+        refuse_overwrites({"the video": args.inputs[0]},
+                          {**run_outputs(args.output, args.crops), "--visualize": (args.visualize, False)})
+        check_writable(args.visualize, "--visualize")
     max_side = int(read_manifest(args.bundle)["input"]["max_side"])
     # The video decodes while the bundle loads (process_video takes this decoder over); a resumed run
     # starts past frame 0, which process_video works out.
@@ -127,11 +132,19 @@ def _run_one(args: argparse.Namespace) -> None:
 
 def _input(text: str) -> Path | str:
     """A path, or a live source kept as written (``Path`` would fold ``rtsp://`` into ``rtsp:/``)."""
-    return text if _is_live(text) else Path(text)
+    if "://" in text:
+        from facecrop.runtime.sources import NETWORK_SCHEMES
+
+        scheme = text.split("://", 1)[0].lower()
+        if scheme not in NETWORK_SCHEMES:
+            raise argparse.ArgumentTypeError(f"{text}: unknown URL scheme {scheme!r}; facecrop reads "
+                                             f"{', '.join(NETWORK_SCHEMES)} streams, or files by path")
+        return text
+    return text if text.startswith("/dev/video") else Path(text)
 
 
 def _is_live(source) -> bool:
-    return isinstance(source, str) and ("://" in source or source.startswith("/dev/video"))
+    return isinstance(source, str)
 
 
 def _run_live(args: argparse.Namespace) -> None:
@@ -162,6 +175,8 @@ def _run_live(args: argparse.Namespace) -> None:
     stats = live.stats
     latency = np.array(stats["latency_s"] or [float("nan")]) * 1000
     gaps = f", {len(stats['gaps_s'])} drops of the source ({sum(stats['gaps_s']):.1f} s lost)" if stats["gaps_s"] else ""
+    if live.source.gave_up_s is not None:
+        gaps += f"; the source ended (not back after {live.source.gave_up_s:.1f} s of retries)"
     print(f"wrote {args.output}: {stats['frames']} frames, {stats['faces']} faces, {stats['dropped']} dropped, latency "
           f"p50 {np.percentile(latency, 50):.0f} ms p99 {np.percentile(latency, 99):.0f} ms{gaps}", file=sys.stderr)
 
@@ -217,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--landmarks", default=None, help="2d106det, 1k3d68 or an .onnx path")
     export.add_argument("--crop", choices=["none", "align", "bbox"], default="align")
     export.add_argument("--det-size", type=_size, default=(224, 224), metavar="N|WxH")
-    export.add_argument("--crop-size", type=int, default=None, help="crop side in pixels")
-    export.add_argument("--max-faces", type=int, default=32,
+    export.add_argument("--crop-size", type=_positive, default=None, help="crop side in pixels")
+    export.add_argument("--max-faces", type=_positive, default=32,
                         help="faces kept per frame (default 32); frames with more are reported by `facecrop run`")
     export.add_argument("--det-threshold", type=float, default=0.3)
     export.add_argument("--nms-threshold", type=float, default=0.3)
@@ -262,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--visualize", type=Path, default=None, metavar="FILE", help="write an overlay video (one video)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run (one video)")
     run.add_argument("--force", action="store_true",
-                     help="redo every video of a dataset run, even with another bundle; replace crops made by another "
-                          "bundle or other settings")
+                     help="redo every video of a dataset run, even with another bundle or settings (a plain rerun "
+                          "continues an interrupted --force run); one video: discard an interrupted run's checkpoint "
+                          "and replace a crops folder facecrop did not make")
     run.add_argument("--devices", nargs="+", default=None, metavar="DEVICE",
                      help="dataset run: one worker per device, e.g. cuda:0 cuda:1")
     run.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
@@ -284,14 +300,28 @@ def _warn_in_one_line(message, category, filename, lineno, file=None, line=None)
     print(f"facecrop: warning: {message}", file=sys.stderr)
 
 
-def _stop(signum, frame) -> None:
-    raise KeyboardInterrupt("stopped by SIGTERM")
+class _Stop:
+    """SIGINT and SIGTERM handler: the first ends the run as Ctrl-C does (results kept, one line said); later
+    ones while the run saves what it computed are said and ignored, so the saving is never cut short."""
+
+    def __init__(self):
+        self.stopping = False
+
+    def __call__(self, signum, frame) -> None:
+        if self.stopping:
+            print("\nfacecrop: still saving what was computed; Ctrl-\\ quits at once without it", file=sys.stderr)
+            return
+        self.stopping = True
+        raise KeyboardInterrupt("stopped by SIGTERM" if signum == signal.SIGTERM else "")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Schedulers stop jobs with SIGTERM: it ends a run as Ctrl-C does, results kept and one line said.
-    previous = signal.signal(signal.SIGTERM, _stop) if threading.current_thread() is threading.main_thread() else None
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        stop = _Stop()
+        previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     shown = warnings.showwarning
     warnings.showwarning = _warn_in_one_line
     try:
@@ -302,14 +332,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:  # one line, not the traceback: what was kept, and how to go on
         said = str(err) or "interrupted"
         if args.func is _run and "kept in" in said:
-            said += ("; run the same command with --resume to continue" if _single_video(args)
-                     else "; run the same command again to continue (finished videos are skipped)")
+            said += ("; run the same command with --resume (not --force) to continue" if _single_video(args)
+                     else "; run the same command again, without --force, to continue (finished videos are skipped)"
+                     if args.force else "; run the same command again to continue (finished videos are skipped)")
         print(f"facecrop: {said}", file=sys.stderr)
         return 143 if said.startswith("stopped by SIGTERM") else 130
     finally:
         warnings.showwarning = shown
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
 
 

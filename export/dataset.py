@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -27,7 +26,8 @@ from facecrop.runtime import Bundle, load_bundle, process_video, summarize_resul
 from facecrop.runtime.bundle import read_manifest
 from facecrop.runtime.checkpoint import checkpoint_folder
 from facecrop.runtime.decoder import Decoder
-from facecrop.runtime.errors import StaleCheckpoint
+from facecrop.runtime.errors import RunInterrupted, StaleCheckpoint
+from facecrop.runtime.lock import OutputLock
 from facecrop.runtime.video import decoder_args
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts",
@@ -43,33 +43,52 @@ class Job:
     output: Path  # absolute, under the output folder
 
 
-def collect_videos(inputs: list[str | Path]) -> list[Path]:
+def collect_videos(inputs: list[str | Path], out_dir: Path | None = None) -> list[Path]:
     """Absolute paths of the videos named by ``inputs``, sorted, each once.
 
     An input is a video file (any extension), a folder (searched recursively for
-    :data:`VIDEO_SUFFIXES`) or a ``.txt`` file listing one path per line (``#`` comments;
-    relative paths are relative to the list). Raises ValueError for a missing input or a folder
-    without videos.
+    :data:`VIDEO_SUFFIXES`) or a ``.txt`` file listing one video or folder per line (a line that
+    starts with ``#`` is a comment; relative paths are relative to the list). What facecrop wrote is
+    never an input: anything under ``out_dir``, and the crops and checkpoints of single-video runs
+    (``<results>.crops/``, ``<results>.partial/``). Raises ValueError for a missing input, a folder or
+    list without videos.
     """
     found: set[Path] = set()
     for item in map(Path, inputs):
-        if item.is_dir():
-            videos = [p for p in item.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
-            if not videos:
-                raise ValueError(f"folder {item} holds no videos ({', '.join(sorted(VIDEO_SUFFIXES))})")
-            found.update(p.resolve() for p in videos)
-        elif item.is_file() and item.suffix.lower() == ".txt":
-            lines = [line.split("#", 1)[0].strip() for line in item.read_text().splitlines()]
-            listed = [item.parent / line for line in lines if line]
-            missing = [str(p) for p in listed if not p.is_file()]
+        if item.is_file() and item.suffix.lower() == ".txt":
+            lines = [line.strip() for line in item.read_text().splitlines()]
+            listed = [item.parent / line for line in lines if line and not line.startswith("#")]
+            missing = [str(p) for p in listed if not p.exists()]
             if missing:
                 raise ValueError(f"{item} lists videos that do not exist: {', '.join(missing[:5])}")
-            found.update(p.resolve() for p in listed)
+            if not listed:
+                raise ValueError(f"list {item} names no videos (one path a line)")
+            if any(p.suffix.lower() == ".txt" for p in listed):
+                raise ValueError(f"list {item} names another list; name videos or folders")
+            found.update(collect_videos(listed, out_dir))
+        elif item.is_dir():
+            videos = [p for p in item.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
+                      and not _written_by_facecrop(p, out_dir)]
+            if not videos:
+                raise ValueError(f"folder {item} holds no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) "
+                                 "other than facecrop's own outputs")
+            found.update(p.resolve() for p in videos)
         elif item.is_file():
+            if _written_by_facecrop(item, out_dir):
+                raise ValueError(f"input {item} was written by facecrop (it lies in the output folder or a crops "
+                                 "folder); name the source videos instead")
             found.add(item.resolve())
         else:
             raise ValueError(f"input {item} does not exist")
     return sorted(found)
+
+
+def _written_by_facecrop(path: Path, out_dir: Path | None) -> bool:
+    """Whether ``path`` lies in the output folder, or in a crops folder or checkpoint facecrop made."""
+    path = path.resolve()
+    if out_dir is not None and out_dir.resolve() in path.parents:
+        return True
+    return any(folder.suffix in (".crops", ".partial") and (folder / "meta.json").is_file() for folder in path.parents)
 
 
 def output_path(out_dir: Path, video: Path) -> Path:
@@ -78,31 +97,73 @@ def output_path(out_dir: Path, video: Path) -> Path:
     return out_dir.resolve() / Path(*video.parts[1:]).with_name(video.name + ".npz")
 
 
+# Every manifest row has these, with these types (``identity`` and ``summary``: done rows only).
+ROW_TYPES = {"video": str, "output": str, "status": str, "bundle_sha256": str, "settings": dict}
+# A --force run's row, appended before its work: these videos are being redone with this bundle and these settings.
+FORCE_TYPES = {"force": dict, "videos": list}
+
+
 class Manifest:
-    """``OUT_DIR/manifest.jsonl``: one JSON line per video finished or failed, latest line wins."""
+    """``OUT_DIR/manifest.jsonl``: one JSON line per video finished or failed; the latest line of a video wins.
+
+    A ``--force`` run first appends one line naming the videos it redoes and its bundle and settings;
+    until a video's own line follows, that video is pending in those settings, so a plain rerun
+    continues an interrupted ``--force`` run instead of refusing it. Raises ValueError naming the file
+    and line for a line that is not a manifest row (a cut-short last line is dropped: that video is redone).
+    """
 
     def __init__(self, out_dir: Path):
         self.path = out_dir / MANIFEST
-        self.rows: list[dict] = []
+        self.current: dict[str, dict] = {}  # video -> its latest row, or the --force line redoing it
         if self.path.is_file():
-            for line in self.path.read_text().splitlines():
+            lines = self.path.read_text().splitlines()
+            for number, line in enumerate(lines, 1):
                 try:
-                    self.rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError:
-                    pass  # a line cut short by a crash: that video is simply redone
+                    if number == len(lines):
+                        continue  # a line cut short by a crash
+                    raise ValueError(f"{self.path} line {number} is not JSON; remove that line (its video is redone)") from None
+                self._add(row, number)
         self._lock = threading.Lock()
 
-    def latest(self) -> dict[str, dict]:
-        return {row["video"]: row for row in self.rows}
+    def _add(self, row, number: int | None = None) -> None:
+        kind = FORCE_TYPES if isinstance(row, dict) and "force" in row else ROW_TYPES
+        wrong = [k for k, t in kind.items() if not isinstance(row, dict) or not isinstance(row.get(k), t)]
+        if wrong:
+            raise ValueError(f"{self.path} line {number} is not a facecrop manifest row ({', '.join(wrong)} missing or "
+                             "of the wrong type); remove that line (its video is redone)")
+        if kind is FORCE_TYPES:
+            self.current.update((video, row["force"]) for video in row["videos"])
+        else:
+            self.current[row["video"]] = row
 
-    def check_compatible(self, bundle_sha256: str, settings: dict) -> None:
-        """Refuse to mix results of another bundle or other settings into this folder."""
-        for row in self.rows:
-            if row["bundle_sha256"] != bundle_sha256 or row["settings"] != settings:
-                raise ValueError(
-                    f"{self.path} records results of bundle {row['bundle_sha256'][:12]} with settings "
-                    f"{row['settings']}; this run uses bundle {bundle_sha256[:12]} with {settings}. Pass --force "
-                    "to redo every video with this bundle, or write to another folder")
+    def latest(self) -> dict[str, dict]:
+        """Each video's latest row (a video pending in a --force run: None)."""
+        return {video: (None if "status" not in row else row) for video, row in self.current.items()}
+
+    def check_compatible(self, videos: list[Path], bundle_sha256: str, settings: dict) -> None:
+        """Refuse to mix results of another bundle or other settings with this run's, naming what differs.
+
+        Only the videos of this run count: done ones, and those a --force run is redoing."""
+        differ: dict[str, tuple] = {}
+        which = []
+        for video in map(str, videos):
+            row = self.current.get(video)
+            if row is None or row.get("status") == "failed":
+                continue
+            changes = {f"setting {k}": (row["settings"].get(k), v) for k, v in settings.items()
+                       if row["settings"].get(k) != v}
+            if row["bundle_sha256"] != bundle_sha256:
+                changes["bundle"] = (row["bundle_sha256"][:12], bundle_sha256[:12])
+            if changes:
+                differ.update(changes)
+                which.append(video)
+        if which:
+            said = "; ".join(f"{name} {old!r} there, {new!r} now" for name, (old, new) in differ.items())
+            raise ValueError(f"{self.path} records results of {len(which)} of these videos ({which[0]}"
+                             f"{', ...' if len(which) > 1 else ''}) made otherwise: {said}. Pass --force to redo them "
+                             "with this run's bundle and settings, or write to another folder")
 
     def append(self, row: dict) -> None:
         """Add a row with one ``write`` to an ``O_APPEND`` file, so rows never interleave or half-appear."""
@@ -114,7 +175,7 @@ class Manifest:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            self.rows.append(row)
+            self._add(row)
 
 
 def video_identity(video: Path) -> dict:
@@ -125,16 +186,22 @@ def video_identity(video: Path) -> dict:
 
 def plan(videos: list[Path], out_dir: Path, manifest: Manifest, bundle_sha256: str, settings: dict,
          force: bool = False) -> tuple[list[Job], list[dict]]:
-    """Split ``videos`` into jobs to run and manifest rows of videos already done (skipped)."""
-    if not force:
-        manifest.check_compatible(bundle_sha256, settings)
+    """Split ``videos`` into jobs to run and manifest rows of videos already done (skipped).
+
+    ``force``: every video is a job, and the manifest records that they are being redone in these
+    settings (so that a plain rerun of an interrupted ``--force`` run continues it)."""
+    if force:
+        manifest.append({"force": {"bundle_sha256": bundle_sha256, "settings": settings},
+                         "videos": [str(v) for v in videos]})
+    else:
+        manifest.check_compatible(videos, bundle_sha256, settings)
     latest = manifest.latest()
     jobs, skipped = [], []
     for video in videos:
         job = Job(video, output_path(out_dir, video))
         row = latest.get(str(video))
         done = (not force and row is not None and row["status"] == "done" and job.output.is_file()
-                and row["identity"] == video_identity(video))
+                and row.get("identity") == video_identity(video))
         if done:
             skipped.append(row)
         else:
@@ -179,15 +246,11 @@ def run_one(bundle: Bundle, job: Job, options: dict | None = None, batch_size: i
     try:
         row["identity"] = video_identity(job.video)
         job.output.parent.mkdir(parents=True, exist_ok=True)
-        partial = checkpoint_folder(job.output)
-        if force:
-            shutil.rmtree(partial, ignore_errors=True)
-        kwargs = dict(batch_size=batch_size, progress=False, on_frames=on_frames, force=force, **settings)
+        kwargs = dict(batch_size=batch_size, progress=False, on_frames=on_frames, resume=True, **settings)
         try:
-            process_video(bundle, job.video, job.output, resume=True, decoder=decoder, **kwargs)
-        except StaleCheckpoint:  # made from an earlier version of the file: start it again
-            shutil.rmtree(partial, ignore_errors=True)
-            process_video(bundle, job.video, job.output, **kwargs)
+            process_video(bundle, job.video, job.output, decoder=decoder, force=force, **kwargs)
+        except StaleCheckpoint:  # made from an earlier version of the file or other settings: start it again
+            process_video(bundle, job.video, job.output, force=True, **kwargs)
         row["summary"] = summarize_results(job.output)
         row["frames"], row["faces"] = row["summary"]["frames"], row["summary"]["faces"]
         row["status"] = "done"
@@ -214,6 +277,12 @@ def prefetch(max_side: int, job: Job, batch_size: int, force: bool) -> Decoder |
         return Decoder(*decoder_args(job.video, batch_size, 0, max_side))
     except OSError:
         return None  # process_video will try again and report what is wrong
+
+
+def interrupted(err: KeyboardInterrupt, finished: int, total: int, out_dir: Path) -> RunInterrupted:
+    """The one line a stopped dataset run ends with: why, the video it was in (its kept frames), and the rest."""
+    said = str(err) or "interrupted"
+    return RunInterrupted(f"{said}; {finished} of {total} videos finished in this run, results kept in {out_dir}")
 
 
 class DatasetProgress:
@@ -285,50 +354,55 @@ def run_local(bundle_path: str | Path, inputs: list[str | Path], out_dir: str | 
         and those of videos skipped as already done.
     """
     out_dir = Path(out_dir)
-    videos = collect_videos(inputs)
+    videos = collect_videos(inputs, out_dir)
     prepare_output(out_dir)
-    devices = list(devices or [None])
-    if len(set(devices)) != len(devices):
-        raise ValueError(f"--devices lists a device twice: {devices}")
-    settings = run_settings(options)  # the batch size changes no result, so it is not recorded
-    described = read_manifest(Path(bundle_path))  # what load_bundle verifies below; enough to plan
-    max_side = int(described["input"]["max_side"])
-    manifest = Manifest(out_dir)
-    jobs, skipped = plan(videos, out_dir, manifest, described["artifact"]["sha256"], settings, force)
-    queue = list(reversed(jobs))
-    # The first video decodes while the bundles load (20 clips: its first batch waited 0.12 s, speed.md step 25).
-    first = queue.pop() if queue else None
-    early = prefetch(max_side, first, batch_size, force) if first else None
-    try:
-        bundles = [load_bundle(bundle_path, device=device) for device in devices]
-    except BaseException:
-        if early is not None:
-            early.close()
-        raise
-    bar = DatasetProgress(len(jobs), enabled=progress)
-    rows: list[dict] = []
-    lock = threading.Lock()
+    with OutputLock(out_dir / MANIFEST):  # one run per output folder: a second is refused at once
+        devices = list(devices or [None])
+        if len(set(devices)) != len(devices):
+            raise ValueError(f"--devices lists a device twice: {devices}")
+        settings = run_settings(options)  # the batch size changes no result, so it is not recorded
+        described = read_manifest(Path(bundle_path))  # what load_bundle verifies below; enough to plan
+        max_side = int(described["input"]["max_side"])
+        manifest = Manifest(out_dir)
+        jobs, skipped = plan(videos, out_dir, manifest, described["artifact"]["sha256"], settings, force)
+        queue = list(reversed(jobs))
+        # The first video decodes while the bundles load (20 clips: its first batch waited 0.12 s, speed.md step 25).
+        first = queue.pop() if queue else None
+        early = prefetch(max_side, first, batch_size, force) if first else None
+        try:
+            bundles = [load_bundle(bundle_path, device=device) for device in devices]
+        except BaseException:
+            if early is not None:
+                early.close()
+            raise
+        bar = DatasetProgress(len(jobs), enabled=progress)
+        rows: list[dict] = []
+        lock = threading.Lock()
 
-    def take() -> Job | None:
-        with lock:
-            return queue.pop() if queue else None
-
-    def work(bundle: Bundle, job: Job | None, decoder: Decoder | None = None) -> None:
-        while job is not None:
-            following = take()  # this worker's next video, decoding while this one computes
-            ahead = prefetch(max_side, following, batch_size, force) if following else None
-            row = run_one(bundle, job, settings, batch_size, force, on_frames=bar.add_frames, decoder=decoder)
-            manifest.append(row)
+        def take() -> Job | None:
             with lock:
-                rows.append(row)
-            bar.finished(row)
-            job, decoder = following, ahead
+                return queue.pop() if queue else None
 
-    workers = [threading.Thread(target=work, args=(bundle, take()), daemon=True) for bundle in bundles[1:]]
-    for worker in workers:
-        worker.start()
-    work(bundles[0], first, early)
-    for worker in workers:
-        worker.join()
-    bar.close()
-    return rows, skipped
+        def work(bundle: Bundle, job: Job | None, decoder: Decoder | None = None) -> None:
+            while job is not None:
+                following = take()  # this worker's next video, decoding while this one computes
+                ahead = prefetch(max_side, following, batch_size, force) if following else None
+                row = run_one(bundle, job, settings, batch_size, force, on_frames=bar.add_frames, decoder=decoder)
+                manifest.append(row)
+                with lock:
+                    rows.append(row)
+                bar.finished(row)
+                job, decoder = following, ahead
+
+        workers = [threading.Thread(target=work, args=(bundle, take()), daemon=True) for bundle in bundles[1:]]
+        for worker in workers:
+            worker.start()
+        try:
+            work(bundles[0], first, early)
+            for worker in workers:
+                worker.join()
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM in the CLI: what this run finished, on a line of its own
+            bar.close()
+            raise interrupted(err, len(rows), len(jobs), out_dir) from None
+        bar.close()
+        return rows, skipped

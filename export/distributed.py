@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facecrop.dataset import (DatasetProgress, Job, Manifest, collect_videos, plan, prepare_output, run_one,
+from facecrop.dataset import (MANIFEST, DatasetProgress, Job, Manifest, collect_videos, plan, prepare_output, run_one,
                               run_settings)
 from facecrop.runtime import load_bundle
 from facecrop.runtime.bundle import read_manifest
+from facecrop.runtime.lock import OutputLock
 
 
 def _ray():
@@ -125,28 +126,29 @@ def run_dataset(bundle_path: str | Path, inputs: list[str | Path], out_dir: str 
     if address and not ray.is_initialized():
         _check_reachable(address)
     out_dir = Path(out_dir)
-    videos = collect_videos(inputs)
+    videos = collect_videos(inputs, out_dir)
     prepare_output(out_dir)
-    bundle_path = Path(bundle_path).resolve()
-    sha256 = read_manifest(bundle_path)["artifact"]["sha256"]
-    manifest = Manifest(out_dir)
-    settings = run_settings(options)
-    jobs, skipped = plan(videos, out_dir, manifest, sha256, settings, force)
-    rows: list[dict] = []
-    if not jobs:
+    with OutputLock(out_dir / MANIFEST):  # one run per output folder: a second is refused at once
+        bundle_path = Path(bundle_path).resolve()
+        sha256 = read_manifest(bundle_path)["artifact"]["sha256"]
+        manifest = Manifest(out_dir)
+        settings = run_settings(options)
+        jobs, skipped = plan(videos, out_dir, manifest, sha256, settings, force)
+        rows: list[dict] = []
+        if not jobs:
+            return rows, skipped
+        connect(address)
+        items = [{"video": str(job.video), "output": str(job.output)} for job in jobs]
+        results = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            VideoWorker, batch_size=1, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus,
+            fn_constructor_kwargs={"bundle_path": str(bundle_path), "options": settings,
+                                   "batch_size": batch_size, "force": force})
+        bar = DatasetProgress(len(jobs), enabled=progress)
+        for item in results.iter_rows():
+            row = json.loads(item["row"])
+            manifest.append(row)
+            rows.append(row)
+            bar.add_frames(row.get("frames") or 0)  # the actors' frames reach this process as each video ends
+            bar.finished(row)
+        bar.close()
         return rows, skipped
-    connect(address)
-    items = [{"video": str(job.video), "output": str(job.output)} for job in jobs]
-    results = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        VideoWorker, batch_size=1, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus,
-        fn_constructor_kwargs={"bundle_path": str(bundle_path), "options": settings,
-                               "batch_size": batch_size, "force": force})
-    bar = DatasetProgress(len(jobs), enabled=progress)
-    for item in results.iter_rows():
-        row = json.loads(item["row"])
-        manifest.append(row)
-        rows.append(row)
-        bar.add_frames(row.get("frames") or 0)  # the actors' frames reach this process as each video ends
-        bar.finished(row)
-    bar.close()
-    return rows, skipped

@@ -16,7 +16,8 @@ The public API:
 - ``OnlineTracker``: the face ids, one frame at a time (``track.py``).
 - ``summarize_results(path)``: a results file's quality summary (``quality.py``).
 - Errors: ``BundleError`` (a wrong or damaged bundle), ``VideoError`` (a video or output that cannot
-  be processed), ``RunInterrupted`` (Ctrl-C, what was kept), warning ``CheckpointDamaged``.
+  be processed), ``RunInterrupted`` (Ctrl-C, what was kept); warnings ``CheckpointDamaged``,
+  ``StaleCropsRemoved``. No run writes over its inputs or its other outputs (``outputs.py``).
 - ``FORMAT_VERSION``: the bundle format it reads; ``CROP_FORMATS``: the crop files it writes.
 
 Inside, one loop (``video.py``): a decoding process (``decoder.py``, ``decode_worker.py``) hands
@@ -28,11 +29,11 @@ Live: ``sources.py`` opens and reopens sources, ``stream.py`` batches under the 
 
 from .bundle import FORMAT_VERSION, Bundle, BundleError, load_bundle
 from .crops import CROP_FORMATS
-from .errors import CheckpointDamaged, RunInterrupted, VideoError
+from .errors import CheckpointDamaged, RunInterrupted, StaleCropsRemoved, VideoError
 from .quality import summarize_results
 from .stream import stream
 from .track import OnlineTracker
 from .video import process_video
 
 __all__ = ["CROP_FORMATS", "FORMAT_VERSION", "Bundle", "BundleError", "CheckpointDamaged", "OnlineTracker",
-           "RunInterrupted", "VideoError", "load_bundle", "process_video", "stream", "summarize_results"]
+           "RunInterrupted", "StaleCropsRemoved", "VideoError", "load_bundle", "process_video", "stream", "summarize_results"]

@@ -72,6 +72,9 @@ def resolve_device(manifest: dict, device=None) -> str:
     built = str(manifest["device"])
     target = built if device is None else str(device)
     built_type, target_type = built.split(":")[0], target.split(":")[0]
+    index = target.split(":", 1)[1] if ":" in target else "0"
+    if target_type not in ("cpu", "cuda") or not index.isdigit():
+        raise BundleError(f"unknown device {target!r}: facecrop runs on 'cpu', 'cuda' or 'cuda:N'")
     # Compiled artifacts bake the device type into their kernels or constants: only the index may differ.
     if target_type != built_type:
         raise BundleError(

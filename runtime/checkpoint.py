@@ -35,26 +35,31 @@ def checkpoint_folder(output: Path) -> Path:
 class Checkpoint:
     """Open (or, with ``resume``, continue) the checkpoint of ``output`` for a run of ``identity``.
 
-    Raises :class:`VideoError` when an interrupted run is there and ``resume`` is False, and
-    :class:`StaleCheckpoint` when it was made with another identity.
+    ``discard``: an interrupted run's checkpoint there is removed first (``--force``). Raises
+    :class:`VideoError` when an interrupted run is there and ``resume`` is False, and
+    :class:`StaleCheckpoint` when it was made with another identity; each says which option to pass.
     """
 
-    def __init__(self, output: Path, identity: dict, resume: bool):
+    def __init__(self, output: Path, identity: dict, resume: bool, discard: bool = False):
         self.folder = checkpoint_folder(output)
         self.meta_path = self.folder / "meta.json"
         self.meta = None
+        if discard:
+            self.remove()
         if self.meta_path.is_file():
-            if not resume:
-                raise VideoError(f"{self.folder} holds an interrupted run: pass --resume to continue it, "
-                                 "or delete it to start again")
             try:
                 self.meta = json.loads(self.meta_path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                ours = self.meta["identity"] == identity
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
                 warnings.warn(f"{self.meta_path} is damaged: the run starts again from frame 0", CheckpointDamaged)
+                self.meta = None
             else:
-                if self.meta["identity"] != identity:
-                    raise StaleCheckpoint(f"{self.folder} was made from another video, bundle or setting; "
-                                          "delete it to start again")
+                if not ours:
+                    raise StaleCheckpoint(f"{self.folder} holds an interrupted run of another video, bundle or "
+                                          "setting; pass --force to discard it and start again")
+                if not resume:
+                    raise VideoError(f"{self.folder} holds an interrupted run of this video: pass --resume to "
+                                     "continue it, or --force to discard it and start again")
                 self._drop_damaged_chunks()
         if self.meta is None:
             self.folder.mkdir(exist_ok=True)
@@ -118,8 +123,11 @@ class Checkpoint:
 
     def _write_meta(self) -> None:
         tmp = self.folder / "meta.json.tmp"
-        tmp.write_text(json.dumps(self.meta, indent=1))
-        os.replace(tmp, self.meta_path)
+        try:
+            tmp.write_text(json.dumps(self.meta, indent=1))
+            os.replace(tmp, self.meta_path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a full disk (or an interrupt) leaves no half-written list behind
 
     def write_npz(self, output: Path, extra: dict[str, np.ndarray], drop: tuple[str, ...] = ()) -> None:
         """Concatenate the chunks into one .npz, streamed array by array (memory: one chunk), plus ``extra``.

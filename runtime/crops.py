@@ -128,6 +128,14 @@ class CropWriter:
             Path(self.shard.name).unlink(missing_ok=True)
             self.shard = None
 
+    def drop_after(self, frames: int) -> None:
+        """Remove the image files of frames ``frames`` on: written, but their results never checkpointed
+        (the run failed or stopped first); a resumed run writes them again."""
+        if self.fmt in ("png", "jpg"):
+            for path in self.folder.glob(f"face_*/frame_*.{self.extension}"):
+                if int(path.stem[len("frame_"):]) >= frames:
+                    path.unlink(missing_ok=True)
+
     def _raise(self) -> None:
         if self.error is not None:
             raise self.error

@@ -17,8 +17,14 @@ import mmap
 import signal
 import sys
 
-import av
-from av.video.reformatter import VideoReformatter
+if __name__ == "__main__":
+    # Ctrl-C and SIGTERM reach the whole process group: the parent handles them and stops this process.
+    # Ignored before PyAV's import (0.1 s), so that an early Ctrl-C prints no traceback from here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+import av  # noqa: E402 - after the signals, on purpose
+from av.video.reformatter import VideoReformatter  # noqa: E402
 
 # A batch holds at most this many bytes of frames (and at least one frame): batch 8 up to 720p,
 # 4 at 1080p, 1 at 4K. At 1080p, batch 4 ran as fast as 8 and the run's peak RSS was 84 MB lower.
@@ -37,15 +43,23 @@ def declared_end(stream) -> float | None:
         return None
 
 
-def _truncation(stream, count: int, last_pts: float, last_duration: float) -> str | None:
-    """Say so when the container declares more video than was decoded (a cut or truncated file)."""
+def _truncation(stream, count: int, decoded_end: float) -> str | None:
+    """Say so when the container declares more video than was decoded (a cut or truncated file).
+
+    ``decoded_end``: how far the decoded frames reach, in seconds: by their timestamps, or by their
+    count at the frame rate where timestamps reset part way (two recordings joined by ``cat``).
+    """
     if stream.frames and count < stream.frames:
         return f"decoding stopped at frame {count} of the {stream.frames} the container declares"
     end = declared_end(stream)
-    rate = float(stream.average_rate or stream.guessed_rate or 25)
-    if end is not None and count and last_pts + last_duration + 2.0 / rate < end:
-        return f"decoding stopped at frame {count} ({last_pts:.3f} s) but the container declares {end:.3f} s"
+    rate = _rate(stream)
+    if end is not None and count and decoded_end + 2.0 / rate < end:
+        return f"decoding stopped at frame {count} ({decoded_end:.3f} s) but the container declares {end:.3f} s"
     return None
+
+
+def _rate(stream) -> float:
+    return float(stream.average_rate or stream.guessed_rate or 25)
 
 
 def _copy_rgb(frame, slot: mmap.mmap, offset: int, to_rgb: VideoReformatter) -> None:
@@ -77,6 +91,12 @@ def frames_per_batch(batch_size: int, width: int, height: int) -> int:
     return max(1, min(batch_size, BATCH_BYTES // (3 * width * height)))
 
 
+def slot_bytes(batch_size: int, max_frame_bytes: int) -> int:
+    """Bytes a slot needs to hold any batch (see :func:`frames_per_batch`): bounded by ``BATCH_BYTES`` or
+    one frame, whatever the batch size asked for (``--batch-size 1000000000`` maps no more)."""
+    return min(batch_size * max_frame_bytes, max(BATCH_BYTES, max_frame_bytes))
+
+
 def map_slots(fds: list[int], length: int, mapped: list[mmap.mmap]) -> list[mmap.mmap]:
     """The slots mapped ``length`` bytes long: ``mapped`` (the last video's) if that is their length.
 
@@ -93,7 +113,7 @@ def map_slots(fds: list[int], length: int, mapped: list[mmap.mmap]) -> list[mmap
 def serve(video: str, batch_size: int, skip: int, max_frame_bytes: int, slots: list[mmap.mmap]) -> None:
     """Decode ``video`` from frame ``skip`` on into ``slots``, saying on stdout what each holds."""
     free = list(range(len(slots)))
-    count, last_pts, last_duration, problem = 0, float("nan"), 0.0, None
+    count, last_pts, last_duration, problem, resets = 0, float("nan"), 0.0, None, []
     slot, shape, turns, index, seconds = None, None, 0, [], []
     to_rgb = VideoReformatter()
 
@@ -112,7 +132,10 @@ def serve(video: str, batch_size: int, skip: int, max_frame_bytes: int, slots: l
         try:
             for frame in container.decode(stream):
                 current, count = count, count + 1
-                last_pts = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else float("nan")
+                pts = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else float("nan")
+                if pts < last_pts:
+                    resets.append(current)  # timestamps went back: a stream joined to another, or a reset clock
+                last_pts = pts
                 last_duration = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
                 if current < skip:
                     continue
@@ -136,16 +159,17 @@ def serve(video: str, batch_size: int, skip: int, max_frame_bytes: int, slots: l
                     flush_batch()
         except av.error.FFmpegError as err:
             problem = f"decoding failed at frame {count}: {err}"
+        start = float((stream.start_time or 0) * stream.time_base) if stream.time_base else 0.0
+        by_count = start + count / _rate(stream)
         if problem is None:
-            problem = _truncation(stream, count, last_pts, last_duration)
+            problem = _truncation(stream, count, max(last_pts + last_duration, by_count))
     flush_batch()
-    send(end=count, problem=problem)
+    note = (f"timestamps go back at frame {resets[0]} ({len(resets)} time(s)): frames are kept in decoding order and "
+            "pts_seconds are as the container gives them" if resets else None)
+    send(end=count, problem=problem, note=note)
 
 
 if __name__ == "__main__":
-    # Ctrl-C and SIGTERM reach the whole process group: the parent handles them and stops this process.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fds, slots = [int(fd) for fd in sys.argv[1:]], []
     while True:  # one video after another, until the parent closes the pipe (or stops this process)
         line = sys.stdin.readline()
@@ -155,7 +179,7 @@ if __name__ == "__main__":
             continue  # a slot handed back after the last video's end
         job = json.loads(line)
         try:
-            slots = map_slots(fds, job["batch_size"] * job["max_frame_bytes"], slots)
+            slots = map_slots(fds, slot_bytes(job["batch_size"], job["max_frame_bytes"]), slots)
             serve(job["video"], job["batch_size"], job["skip"], job["max_frame_bytes"], slots)
         except BrokenPipeError:
             break  # the parent stopped listening

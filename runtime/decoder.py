@@ -39,6 +39,7 @@ class Batch:
 class End:
     count: int  # frames decoded, skipped ones included
     problem: str | None  # why decoding stopped early; None when the video ended normally
+    note: str | None = None  # something odd but harmless about the video (timestamps that reset), for a warning
 
 
 def upright(pixels: np.ndarray, turns: int) -> np.ndarray:
@@ -114,7 +115,7 @@ class Decoder:
 
     def __init__(self, video: str, batch_size: int, skip: int, max_frame_bytes: int):
         self.args = (video, batch_size, skip, max_frame_bytes)
-        self.capacity = batch_size * max_frame_bytes
+        self.capacity = decode_worker.slot_bytes(batch_size, max_frame_bytes)
         self.process, self.fds = _take_process()
         self.ended = False  # the child said its video ended: it waits for another and can be reused
         for fd in self.fds:
@@ -136,7 +137,7 @@ class Decoder:
                             np.array(message["seconds"], np.float64), frames, 90 * message["turns"])
             elif "end" in message:
                 self.ended = True
-                yield End(message["end"], message["problem"])
+                yield End(message["end"], message["problem"], message.get("note"))
                 return
             else:
                 raise DecoderDied(message["error"])

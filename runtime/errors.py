@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BundleError", "CheckpointDamaged", "RunInterrupted", "StaleCheckpoint", "VideoError"]
+__all__ = ["BundleError", "CheckpointDamaged", "RunInterrupted", "StaleCheckpoint", "StaleCropsRemoved", "VideoError"]
 
 
 class BundleError(ValueError):
@@ -23,3 +23,7 @@ class RunInterrupted(KeyboardInterrupt):
 
 class CheckpointDamaged(UserWarning):
     """Part of ``<output>.partial/`` cannot be read: those frames are computed again (a warning, not an error)."""
+
+
+class StaleCropsRemoved(UserWarning):
+    """A crops folder beside rewritten results no longer matched them (other face ids) and was removed."""

@@ -18,6 +18,8 @@ class Progress:
     def update(self, n: int) -> None:
         self.done += n
         self.counted += n
+        if self.total and self.done > self.total:
+            self.total = 0  # the container's count was wrong (a stream joined to another): count without a total
         if self.enabled and time.perf_counter() - self.last >= self.every:
             self._draw()
 

@@ -3,20 +3,23 @@
 :class:`ResultsSink` gets each batch's per-frame arrays as the run makes them. It gives the faces
 their ids (the online tracker), hands the crops to the crop writer, and every ``checkpoint_frames``
 frames writes a checkpoint chunk with the tracker's state, after the crops of those frames are on
-disk. :meth:`ResultsSink.finish` writes the results file and moves the crops folder into place.
+disk. :meth:`ResultsSink.finish` writes the results file and moves the crops folder into place; a run
+without crop files removes an earlier run's crops folder that no longer matches the new results.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import CROP_ARRAYS, Checkpoint
 from .crops import CROP_FORMATS, META, CropWriter, crops_folder, encode_mp4s, replace_folder
-from .errors import VideoError
+from .errors import StaleCropsRemoved, VideoError
 from .track import OnlineTracker, track_frames
 
 __all__ = ["ResultsSink"]
@@ -33,7 +36,7 @@ class ResultsSink:
         dist_threshold: the tracker's (see :class:`~facecrop.runtime.track.OnlineTracker`).
         present_threshold: tracks present in fewer than this fraction of the frames are marked
             (``track_kept`` False), never removed.
-        force: replace a crops folder made by another bundle or other settings.
+        force: discard an interrupted run's checkpoint, and replace a crops folder facecrop did not make.
     """
 
     def __init__(self, output: Path, video: Path, identity: dict, resume: bool, save_crops: bool, crops: str | None,
@@ -47,8 +50,8 @@ class ResultsSink:
         self.present_threshold = present_threshold
         self.identity = identity
         if crops is not None:
-            _check_crops_target(crops_folder(output), identity, force)
-        self.checkpoint = Checkpoint(output, identity, resume)
+            _check_crops_target(crops_folder(output), force)
+        self.checkpoint = Checkpoint(output, identity, resume, discard=force)
         state = self.checkpoint.tracker_state()
         self.tracker = tracker if state is None else OnlineTracker.from_state(state)
         self.writer = (CropWriter(self.checkpoint.folder / "crops", crops, str(video), crop_size, jpeg_quality)
@@ -105,24 +108,48 @@ class ResultsSink:
                 encode_mp4s(folder, self.checkpoint.chunk_files)
             (folder / META).write_text(json.dumps(self.identity, indent=1) + "\n")
             replace_folder(folder, crops_folder(self.output))
+        elif crops_folder(self.output).exists():
+            _remove_stale_crops(crops_folder(self.output), self.identity)
         self.checkpoint.remove()
 
     def close(self) -> None:
-        """Stop the crop writer (the run ends here, finished or not)."""
+        """Stop the crop writer (the run ends here, finished or not); crop files past the checkpoint go."""
         if self.writer is not None:
             self.writer.close()
+            self.writer.drop_after(self.frames_done)
 
 
-def _check_crops_target(folder: Path, identity: dict, force: bool) -> None:
-    """Refuse to replace a crops folder made by another bundle or settings (unless ``force``), or one we cannot."""
-    if not folder.exists():
-        return
+# The parts of a run's identity that decide face ids and crop pixels: crops made with the same values
+# still match a new results file (whatever their format); crops made otherwise do not.
+SAME_CROPS = ("video", "size", "mtime_ns", "artifact_sha256", "upright", "dist_threshold")
+
+
+def _made_by(folder: Path) -> dict | None:
+    """The identity a crops folder's ``meta.json`` records, or None where it has none (not facecrop's)."""
     try:
         made_by = json.loads((folder / META).read_text())
     except (OSError, ValueError):
-        made_by = None
-    if made_by != identity and not force:
-        raise VideoError(f"{folder} holds crops of another video, bundle or setting (or no {META}); pass --force "
-                         "to replace them, or choose another output")
+        return None
+    return made_by if isinstance(made_by, dict) else None
+
+
+def _check_crops_target(folder: Path, force: bool) -> None:
+    """Refuse to replace a folder facecrop did not make (unless ``force``), or one we cannot."""
+    if not folder.exists():
+        return
+    if _made_by(folder) is None and not force:
+        raise VideoError(f"{folder} is not a crops folder facecrop made (it has no {META}); pass --force "
+                         "to replace it, or choose another output")
     if not os.access(folder, os.W_OK) or not os.access(folder.parent, os.W_OK):
         raise VideoError(f"cannot replace {folder}: permission denied")
+
+
+def _remove_stale_crops(folder: Path, identity: dict) -> None:
+    """A run without crops files: an earlier run's crops folder whose face ids or pixels no longer match
+    the new results is removed (said in a warning); one that still matches is kept."""
+    made_by = _made_by(folder)
+    if made_by is None or all(made_by.get(k) == identity.get(k) for k in SAME_CROPS):
+        return  # not facecrop's (left alone), or still right
+    shutil.rmtree(folder)
+    warnings.warn(f"removed {folder}: crops of an earlier run of another video, bundle or tracker setting, "
+                  "whose face ids no longer match the new results", StaleCropsRemoved)

@@ -61,12 +61,14 @@ def open_source(source, options: dict | None = None, timeout_s: float = 10.0, re
 
 class Source:
     """Frames of one source, in order (iterate once); ``gaps`` lists the seconds lost at each drop of
-    a network source, the last one unrecovered if the source did not come back."""
+    a network source that came back; ``gave_up_s``, the seconds spent trying to reopen one that did
+    not (None while it has not ended so)."""
 
     def __init__(self, source, options=None, timeout_s: float = 10.0, format=None, reconnects: int = 0):
         self.source, self.options, self.timeout_s, self.format = source, options, timeout_s, format
         self.reconnects = reconnects
         self.gaps: list[float] = []
+        self.gave_up_s: float | None = None
         self.live = reconnects > 0
         self.container = self._open() if isinstance(source, str) else None
 
@@ -77,6 +79,8 @@ class Source:
         try:
             return av.open(self.source, format=self.format, options=dict(self.options or {}),
                            timeout=(self.timeout_s, self.timeout_s))
+        except av.error.ExitError:  # FFmpeg's read timeout: a server that accepts and sends nothing
+            raise VideoError(f"cannot open {self.source}: nothing arrived within {self.timeout_s:g} s") from None
         except (av.error.FFmpegError, OSError) as err:
             raise VideoError(f"cannot open {self.source}: {err}") from None
 
@@ -103,9 +107,10 @@ class Source:
             lost = time.perf_counter()  # a live stream that ends or fails has dropped: try to get it back
             self.container = self._reopen()
             gap_s = time.perf_counter() - lost
-            self.gaps.append(gap_s)
             if self.container is None:
+                self.gave_up_s = gap_s  # the end of the source, not video lost in it
                 return
+            self.gaps.append(gap_s)
 
     def _reopen(self):
         """Open the source again, waiting 0.5, 1, 2, ... s between tries; None after ``reconnects`` failures."""

@@ -115,9 +115,6 @@ class Stream:
     def _take(self, timeout: float | None):
         item = self.carry if self.carry is not None else self.queue.get(timeout=timeout)
         self.carry = None
-        if isinstance(item, BaseException):
-            self.ended = True
-            raise item
         return item
 
     def _next_batch(self) -> list[Frame]:
@@ -135,6 +132,9 @@ class Stream:
         if first is _END:
             self.ended = True
             return []
+        if isinstance(first, BaseException):  # the reader's error, once the frames read before it are yielded
+            self.ended = True
+            raise first
         first.dropped_before = dropped
         self.stats["dropped"] += dropped
         batch, deadline = [first], first.decoded_at + self.max_delay
@@ -143,7 +143,7 @@ class Stream:
                 item = self._take(max(0.0, deadline - time.perf_counter()))
             except queue.Empty:
                 break
-            if item is _END or item.rgb.shape != first.rgb.shape:  # a batch holds one frame size
+            if not isinstance(item, Frame) or item.rgb.shape != first.rgb.shape:  # the end, an error or another size
                 self.carry = item
                 break
             batch.append(item)

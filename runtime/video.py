@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+import warnings
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -20,10 +21,13 @@ import numpy as np
 
 from .bundle import Bundle
 from .calls import InOrderCalls
+from .checkpoint import checkpoint_folder
+from .crops import crops_folder
 from .decode_worker import declared_end, frames_per_batch
 from .decoder import Batch, Decoder, DecoderDied, End
 from .errors import RunInterrupted, VideoError
 from .lock import OutputLock
+from .outputs import check_writable, refuse_overwrites
 from .native import intra_op_threads, set_intra_op_threads
 from .progress import Progress
 from .sink import ResultsSink
@@ -55,19 +59,13 @@ def _collect(outputs: dict[str, np.ndarray], batch: Batch, tracker: OnlineTracke
     return result, outputs.get("imgs_crop")
 
 
-def _check_output(output: Path) -> None:
-    """Fail before any decoding if the results cannot be written where asked."""
-    parent = output.absolute().parent
-    if output.is_dir():
-        raise VideoError(f"output {output} is a folder; give a file name such as results.npz")
-    if not parent.is_dir():
-        raise VideoError(f"cannot write {output}: folder {parent} does not exist")
-    probe = parent / f".{output.name}.probe"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise VideoError(f"cannot write {output}: {err.strerror}") from None
+def run_outputs(output: Path, crops: str | None) -> dict[str, tuple[Path, bool]]:
+    """What a run of ``output`` writes, for :func:`~facecrop.runtime.outputs.refuse_overwrites`."""
+    written = {"the results file": (output, False), "the checkpoint": (checkpoint_folder(output), True),
+               "the lock file": (OutputLock(output).path, False)}
+    if crops is not None:
+        written["the crops folder"] = (crops_folder(output), True)
+    return written
 
 
 def _video_info(video: Path) -> tuple[int, tuple[int, int], dict]:
@@ -114,7 +112,9 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
         dist_threshold: the face tracker's, in pixels (see :class:`~facecrop.runtime.track.OnlineTracker`).
         present_threshold: faces present in fewer than this fraction of the frames are marked in
             ``track_kept``; their rows stay.
-        force: replace a crops folder made by another bundle or other settings.
+        force: discard an interrupted run's checkpoint (start again), and replace a crops folder facecrop
+            did not make. A crops folder of another run is replaced anyway, and a run without crop files
+            removes one whose face ids no longer match (warning ``StaleCropsRemoved``).
 
     Returns:
         ``output`` (:func:`~facecrop.runtime.quality.summarize_results` reads its quality summary). Raises
@@ -134,7 +134,8 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
         raise ValueError(f"saving crops needs a bundle with crops; this one outputs {bundle.output_names}")
     if not 2 <= jpeg_quality <= 31:
         raise ValueError(f"jpeg_quality is FFmpeg's quantiser, 2 (best) to 31, got {jpeg_quality!r}")
-    _check_output(output)
+    check_writable(output)
+    refuse_overwrites({"the video": video}, run_outputs(output, crops))
     expected, (width, height), identity = _video_info(video)
     # "upright": the frames are turned as displayed (a checkpoint from before that is not continued).
     identity.update(artifact_sha256=bundle.manifest["artifact"]["sha256"], save_crops=save_crops, upright=True,
@@ -153,6 +154,8 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
                 sink.checkpoint.remove()  # nothing kept: no checkpoint to block or confuse the next run
         if end.count == 0:
             raise VideoError(f"{video} contains no video frames")
+        if end.note:
+            warnings.warn(f"{video}: {end.note}", stacklevel=2)
         if end.problem:
             kept = sink.frames_done
             where = f"results for frames 0-{kept - 1} are kept in {sink.checkpoint.folder}" if kept else "no frame was processed"

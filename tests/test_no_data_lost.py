@@ -1,0 +1,215 @@
+"""Nothing a user types destroys data, and every rerun finishes (the second round of faults).
+
+Each case is what a user typed or made, on real media: a cut of Medusa's ``2.mp4`` (two people,
+642x378) in ``../shared/media/medusa``. Every refusal is one line that names the path or option, comes
+before any work, and leaves every file as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from conftest import real_media
+from facecrop import dataset
+from facecrop.cli import main
+from facecrop.runtime import StaleCropsRemoved, VideoError, process_video
+from facecrop.runtime.errors import StaleCheckpoint
+from test_runtime import make_video, npz
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    """The first 48 frames of Medusa's 2.mp4, RGB [48, 378, 642, 3]."""
+    with av.open(str(real_media("2.mp4"))) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for _, f in zip(range(48), container.decode(video=0))])
+
+
+@pytest.fixture(scope="module")
+def clip(frames, tmp_path_factory) -> Path:
+    return make_video(tmp_path_factory.mktemp("clip") / "two.mp4", frames[:24])
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` and its bytes: what a refused run must leave as it was."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def error_line(capfd) -> str:
+    said = [line for line in capfd.readouterr().err.splitlines() if line.startswith("facecrop: error:")]
+    assert len(said) == 1, said
+    return said[0]
+
+
+# --- no output over an input ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay, crops, message", [
+    ("two.mp4", None, "--visualize two.mp4 would overwrite the video two.mp4"),
+    ("r.npz", None, "--visualize r.npz is the same path as the results file r.npz"),
+    ("r.crops/overlay.mp4", "png", "--visualize r.crops/overlay.mp4 lies inside the crops folder r.crops"),
+    ("missing/overlay.mp4", None, r"cannot write missing/overlay.mp4 \(--visualize\): folder .*missing does not exist"),
+], ids=["over-the-video", "over-the-results", "inside-the-crops", "missing-folder"])
+def test_overlay_never_replaces_the_video_or_results(bundle_path, clip, tmp_path, capfd, monkeypatch, overlay, crops,
+                                                    message):
+    monkeypatch.chdir(tmp_path)
+    video = Path("two.mp4")
+    video.write_bytes(clip.read_bytes())
+    Path("r.npz").write_bytes(b"earlier results")
+    before = files(tmp_path)
+    extra = ["--crops", crops] if crops else []
+    assert main(["run", str(bundle_path), "two.mp4", "-o", "r.npz", "--visualize", overlay, *extra]) == 1
+    assert re.search(message, error_line(capfd))
+    assert files(tmp_path) == before  # refused before any work: not a byte changed
+
+
+def test_results_never_replace_the_video(bundle, clip, tmp_path):
+    video = tmp_path / "take.npz"  # a video with an unlucky name, and -o the same path written another way
+    video.write_bytes(clip.read_bytes())
+    with pytest.raises(VideoError, match="the results file .* would overwrite the video"):
+        process_video(bundle, video, tmp_path / "." / "take.npz", progress=False)
+    assert video.read_bytes() == clip.read_bytes()
+    (tmp_path / "link.npz").symlink_to(video)
+    with pytest.raises(VideoError, match="would overwrite the video"):
+        process_video(bundle, video, tmp_path / "link.npz", progress=False)
+
+
+# --- crops folders that match their results -----------------------------------------------------------
+
+def test_crops_folder_always_matches_its_results(bundle, clip, tmp_path):
+    out = tmp_path / "r.npz"
+    process_video(bundle, clip, out, crops="png", progress=False)
+    crops = out.with_suffix(".crops")
+    made = files(crops)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # the same tracker settings: the crops still match, kept silently
+        process_video(bundle, clip, out, progress=False)
+    assert not [w for w in caught if w.category is StaleCropsRemoved]
+    assert files(crops) == made
+    with pytest.warns(StaleCropsRemoved, match=f"removed {crops}: .*no longer match"):
+        process_video(bundle, clip, out, dist_threshold=40.0, progress=False)
+    assert not crops.exists()  # other ids: the stale crops are gone, not left to mislabel
+    process_video(bundle, clip, out, crops="jpg", progress=False)
+    process_video(bundle, clip, out, crops="png", dist_threshold=40.0, progress=False)  # replaced, not refused
+    assert json.loads((crops / "meta.json").read_text())["dist_threshold"] == 40.0
+    assert {p.split("/")[0] for p in files(crops)} - {"meta.json"} == {
+        f"face_{i:04d}" for i in np.unique(npz(out)["face_idx"]) if i >= 0}
+    assert not list(crops.rglob("*.jpg"))
+
+
+# --- checkpoints: --force discards, messages name the option ------------------------------------------
+
+def test_checkpoint_of_another_video_needs_force_and_force_works(bundle, clip, frames, tmp_path):
+    other = make_video(tmp_path / "other.mp4", frames[24:])
+    out = tmp_path / "r.npz"
+
+    def stop(n):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        process_video(bundle, other, out, checkpoint_frames=8, on_frames=stop, progress=False)
+    for resume in (False, True):
+        with pytest.raises(StaleCheckpoint, match="another video, bundle or setting; pass --force to discard it"):
+            process_video(bundle, clip, out, resume=resume, progress=False)
+    want = npz(process_video(bundle, clip, tmp_path / "want.npz", progress=False))
+    got = npz(process_video(bundle, clip, out, force=True, progress=False))
+    assert all(np.array_equal(got[k], want[k], equal_nan=True) for k in want)
+    assert not out.with_name("r.npz.partial").exists()
+
+
+# --- containers that misstate their duration ----------------------------------------------------------
+
+def test_mpegts_joined_with_cat_keeps_every_frame(bundle, frames, tmp_path):
+    first = make_video(tmp_path / "a.ts", frames[:36], fmt="mpegts")
+    second = make_video(tmp_path / "b.ts", frames[36:], fmt="mpegts")  # shorter: timestamps reset to 0 part way
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    with pytest.warns(UserWarning, match="timestamps go back at frame 36"):
+        r = npz(process_video(bundle, joined, tmp_path / "j.npz", progress=False))
+    assert np.array_equal(r["frame_index"], np.arange(48))
+    assert r["pts_seconds"][36] < r["pts_seconds"][35]  # as the container gives them
+    whole = npz(process_video(bundle, make_video(tmp_path / "whole.mkv", frames, codec="ffv1"), tmp_path / "w.npz",
+                              progress=False))
+    assert r["valid"].sum() == whole["valid"].sum()
+    diff = np.abs(r["bbox"][r["valid"]] - whole["bbox"][whole["valid"]])  # the same faces, through H.264
+    assert diff.mean() < 1.5 and diff.max() < 0.06 * (whole["bbox"][..., 2] - whole["bbox"][..., 0]).max()
+
+
+# --- dataset folders ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def data(frames, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    make_video(root / "a.mp4", frames[:16])
+    make_video(root / "b.mp4", frames[16:32])
+    return root
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / dataset.MANIFEST).read_text().splitlines()]
+
+
+def test_output_folder_inside_the_input_folder(bundle_path, data, capfd):
+    out = data / "results"
+    for _ in range(2):  # the second run must find the same two videos, not its own crop videos
+        assert main(["run", str(bundle_path), str(data), "-o", str(out), "--crops", "mp4"]) == 0
+    videos = {r["video"] for r in rows(out) if "video" in r}
+    assert videos == {str(data / "a.mp4"), str(data / "b.mp4")}
+    assert list(out.rglob("face_*.mp4"))  # the crop videos are there, and were not taken as inputs
+    assert "| 2 | 0 | 2 | 0 |" in capfd.readouterr().err  # the rerun: both skipped as done
+    with pytest.raises(ValueError, match="was written by facecrop"):
+        dataset.collect_videos([next(out.rglob("face_*.mp4"))], out)
+
+
+def test_force_then_plain_reruns_continue(bundle_path, data, tmp_path, capfd, monkeypatch):
+    out = tmp_path / "out"
+    assert main(["run", str(bundle_path), str(data), "-o", str(out)]) == 0
+    # --force with other settings on one video of the folder, then the original command: refused, naming what differs
+    assert main(["run", str(bundle_path), str(data / "a.mp4"), "-o", str(out), "--force", "--dist-threshold", "40"]) == 0
+    capfd.readouterr()
+    assert main(["run", str(bundle_path), str(data), "-o", str(out)]) == 1
+    line = error_line(capfd)
+    assert "1 of these videos" in line and "setting dist_threshold 40.0 there, 250.0 now" in line and "{" not in line
+    # the whole folder with --force, interrupted after the first video (as Ctrl-C would)
+    original = dataset.run_one
+
+    def interrupted(bundle, job, *args, **kwargs):
+        if job.video.name == "b.mp4":
+            raise KeyboardInterrupt
+        return original(bundle, job, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dataset, "run_one", interrupted)
+        assert main(["run", str(bundle_path), str(data), "-o", str(out), "--force", "--dist-threshold", "60"]) == 130
+    said = [line for line in capfd.readouterr().err.splitlines() if line.startswith("facecrop:")]
+    assert len(said) == 1 and "1 of 2 videos finished in this run" in said[0], said
+    assert "without --force, to continue" in said[0]
+    # the plain rerun (the advice) continues the --force run: a is done in its settings, b is redone
+    assert main(["run", str(bundle_path), str(data), "-o", str(out), "--dist-threshold", "60"]) == 0
+    assert "| 2 | 1 | 1 | 0 |" in capfd.readouterr().err
+    latest = {r["video"]: r for r in rows(out) if "video" in r}
+    assert {r["settings"]["dist_threshold"] for r in latest.values()} == {60.0}
+    assert main(["run", str(bundle_path), str(data), "-o", str(out), "--dist-threshold", "60"]) == 0  # all done
+
+
+def test_list_files_and_bad_manifests(bundle_path, data, tmp_path, capfd):
+    odd = tmp_path / "take#2.mp4"
+    odd.write_bytes((data / "a.mp4").read_bytes())
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# a comment line\n{odd.name}\n{data}\n")  # a name with '#', and a folder
+    assert dataset.collect_videos([listing]) == sorted([odd, data / "a.mp4", data / "b.mp4"])
+    (tmp_path / "empty.txt").write_text("# nothing here\n")
+    assert main(["run", str(bundle_path), str(tmp_path / "empty.txt"), "-o", str(tmp_path / "o")]) == 1
+    assert "names no videos" in error_line(capfd)
+    out = tmp_path / "bad"
+    out.mkdir()
+    for text, wrong in [('{"video": "x"}\n{"video": 1}\n', "output, status"), ('[1, 2]\n', "video")]:
+        (out / dataset.MANIFEST).write_text(text)
+        assert main(["run", str(bundle_path), str(odd), "-o", str(out)]) == 1
+        line = error_line(capfd)
+        assert f"{out / dataset.MANIFEST} line 1 is not a facecrop manifest row ({wrong}" in line, line
