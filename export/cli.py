@@ -297,7 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _warn_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"facecrop: warning: {message}", file=sys.stderr)
+    """One line per warning, said by whoever warned: facecrop, or the installed package it came from (Ray)."""
+    parts = Path(filename).parts
+    owner = next((parts[i + 1] for i, part in enumerate(parts[:-1]) if part in ("site-packages", "dist-packages")),
+                 "facecrop")
+    print(f"{owner}: warning: {message}", file=sys.stderr)
 
 
 class _Stop:
@@ -332,9 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:  # one line, not the traceback: what was kept, and how to go on
         said = str(err) or "interrupted"
         if args.func is _run and "kept in" in said:
-            said += ("; run the same command with --resume (not --force) to continue" if _single_video(args)
-                     else "; run the same command again, without --force, to continue (finished videos are skipped)"
-                     if args.force else "; run the same command again to continue (finished videos are skipped)")
+            again = "again, without --force," if args.force else "again"
+            said += (f"; run the same command with --resume{' instead of --force' if args.force else ''} to continue"
+                     if _single_video(args) else f"; run the same command {again} to continue (finished videos are skipped)")
         print(f"facecrop: {said}", file=sys.stderr)
         return 143 if said.startswith("stopped by SIGTERM") else 130
     finally:

@@ -365,6 +365,8 @@ def run_local(bundle_path: str | Path, inputs: list[str | Path], out_dir: str | 
         max_side = int(described["input"]["max_side"])
         manifest = Manifest(out_dir)
         jobs, skipped = plan(videos, out_dir, manifest, described["artifact"]["sha256"], settings, force)
+        if not jobs:
+            return [], skipped  # every video is done: no bundle to load
         queue = list(reversed(jobs))
         # The first video decodes while the bundles load (20 clips: its first batch waited 0.12 s, speed.md step 25).
         first = queue.pop() if queue else None

@@ -106,6 +106,18 @@ def connect(address: str | None) -> None:
         raise ValueError(f"cannot join the Ray cluster at {address or 'auto'} ({err}); {TOKEN_HELP}") from None
 
 
+def check_resources(num_cpus: float, num_gpus: float) -> None:
+    """Refuse, before any actor is asked for, an actor no node of the cluster can hold (Ray would wait forever)."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(r.get("CPU", 0) >= num_cpus and r.get("GPU", 0) >= num_gpus for r in nodes):
+        return
+    have = ", ".join(f"{r.get('CPU', 0):g} CPUs and {r.get('GPU', 0):g} GPUs" for r in nodes) or "no live node"
+    raise ValueError(f"no node of the Ray cluster can hold an actor of --num-cpus {num_cpus:g} --num-gpus {num_gpus:g} "
+                     f"(its nodes have {have}); lower them, or add such a node")
+
+
 def run_dataset(bundle_path: str | Path, inputs: list[str | Path], out_dir: str | Path, address: str | None = None,
                 concurrency: int = 1, num_cpus: float = 1, num_gpus: float = 0, batch_size: int = 8,
                 options: dict | None = None, force: bool = False, progress: bool = True) -> tuple[list[dict], list[dict]]:
@@ -138,6 +150,7 @@ def run_dataset(bundle_path: str | Path, inputs: list[str | Path], out_dir: str 
         if not jobs:
             return rows, skipped
         connect(address)
+        check_resources(num_cpus, num_gpus)
         items = [{"video": str(job.video), "output": str(job.output)} for job in jobs]
         results = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             VideoWorker, batch_size=1, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus,

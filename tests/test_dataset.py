@@ -131,11 +131,11 @@ def test_other_bundle_or_settings_refused_unless_forced(local_run, bundle_path, 
     out, _ = local_run
     good = str(videos["good"][0])
     assert main(["run", str(bundle_path), good, "-o", str(out), "--save-crops"]) == 1
-    assert "records results of bundle" in capfd.readouterr().err
+    assert "made otherwise: setting save_crops False there, True now" in capfd.readouterr().err
     forced = tmp_path / "forced"
     assert main(["run", str(bundle_path), good, "-o", str(forced)]) == 0
     assert main(["run", str(bundle_path), good, "-o", str(forced), "--save-crops", "--force"]) == 0
-    rows = manifest_rows(forced)
+    rows = [r for r in manifest_rows(forced) if "video" in r]  # and, between them, the --force run's line
     assert [r["settings"]["save_crops"] for r in rows] == [False, True]
     assert "imgs_crop" in npz(rows[-1]["output"])
 
@@ -149,7 +149,7 @@ def test_manifest_of_another_bundle_refused(local_run, bundle_path, videos, tmp_
         row["bundle_sha256"] = "0" * 64  # as a folder filled by another bundle would record it
     (other / dataset.MANIFEST).write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main(["run", str(bundle_path), str(videos["good"][0]), "-o", str(other)]) == 1
-    assert "records results of bundle 000000000000" in capfd.readouterr().err
+    assert "made otherwise: bundle '000000000000' there" in capfd.readouterr().err
     assert len(manifest_rows(other)) == len(rows)  # nothing was added or redone
 
 
@@ -327,3 +327,11 @@ def test_ray_cluster_started_as_readme_says(ray_cluster, bundle_path, videos, lo
     said = [line for line in wrong.stderr.splitlines() if line.startswith("facecrop:")]
     assert wrong.returncode == 1 and len(said) == 1, wrong.stderr
     assert "cannot join the Ray cluster" in said[0] and "RAY_AUTH_TOKEN" in said[0], said
+
+
+def test_ray_actor_no_node_can_hold_is_refused(ray_instance, bundle_path, videos, tmp_path):
+    from facecrop import distributed
+
+    with pytest.raises(ValueError, match=r"no node of the Ray cluster can hold an actor of --num-cpus 1 --num-gpus 1 "
+                                         r"\(its nodes have 2 CPUs and 0 GPUs\)"):
+        distributed.run_dataset(bundle_path, [videos["good"][0]], tmp_path / "gpu", num_gpus=1, progress=False)

@@ -8,7 +8,12 @@ before any work, and leaves every file as it was.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import socket
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -19,8 +24,10 @@ import pytest
 from conftest import real_media
 from facecrop import dataset
 from facecrop.cli import main
-from facecrop.runtime import StaleCropsRemoved, VideoError, process_video
+from facecrop.runtime import BundleError, StaleCropsRemoved, VideoError, load_bundle, process_video, stream
 from facecrop.runtime.errors import StaleCheckpoint
+from facecrop.runtime.lock import OutputLock
+from test_faults import start_run, wait_for
 from test_runtime import make_video, npz
 
 
@@ -213,3 +220,96 @@ def test_list_files_and_bad_manifests(bundle_path, data, tmp_path, capfd):
         assert main(["run", str(bundle_path), str(odd), "-o", str(out)]) == 1
         line = error_line(capfd)
         assert f"{out / dataset.MANIFEST} line 1 is not a facecrop manifest row ({wrong}" in line, line
+
+
+def test_a_second_run_on_a_dataset_folder_is_refused_at_once(bundle_path, data, tmp_path, capfd):
+    out = tmp_path / "busy"
+    out.mkdir()
+    with OutputLock(out / dataset.MANIFEST):  # as a dataset run in progress holds it
+        assert main(["run", str(bundle_path), str(data / "a.mp4"), "-o", str(out)]) == 1
+    assert f"another run is writing {out / dataset.MANIFEST} (pid {os.getpid()})" in error_line(capfd)
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+# --- options and sources that cannot work -------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["export", "--max-faces", "0"], "argument --max-faces: expected a positive integer, got '0'"),
+    (["run", "B", "foo://cam/1", "-o", "x.jsonl"], "unknown URL scheme 'foo'"),
+], ids=["max-faces-0", "unknown-scheme"])
+def test_bad_options_are_refused_by_the_parser(capfd, argv, message):
+    with pytest.raises(SystemExit) as code:
+        main(argv)
+    assert code.value.code == 2 and message in capfd.readouterr().err
+
+
+def test_unknown_device_and_huge_batches(bundle_path, bundle, clip, tmp_path):
+    with pytest.raises(BundleError, match="unknown device 'banana': facecrop runs on 'cpu', 'cuda' or 'cuda:N'"):
+        load_bundle(bundle_path, device="banana")
+    # A batch holds at most 24 MiB of frames: 34 of these 642x378 ones, so the clip's 24 frames make one batch.
+    want = npz(process_video(bundle, clip, tmp_path / "24.npz", batch_size=24, progress=False))
+    got = npz(process_video(bundle, clip, tmp_path / "huge.npz", batch_size=10**9, progress=False))
+    assert all(np.array_equal(got[k], want[k], equal_nan=True) for k in want)
+
+
+def test_bundle_folders_are_readable_by_others(bundle_path):
+    assert bundle_path.stat().st_mode & 0o055 == 0o055 & ~current_umask()  # as the umask allows, not mkdtemp's 0700
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_app_frames_read_before_an_error_are_yielded(bundle, frames):
+    def camera():
+        yield from frames[:5]
+        raise OSError("the camera was unplugged")
+
+    got = []
+    with pytest.raises(OSError, match="unplugged"):
+        for result in stream(bundle, camera(), batch_size=4):
+            got.append(result["frame_index"])
+    assert got == [0, 1, 2, 3, 4]
+
+
+def test_a_server_that_never_sends_is_one_clear_line(bundle):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    url = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        with pytest.raises(VideoError, match=f"cannot open {url}: nothing arrived within 1 s"):
+            stream(bundle, url, timeout_s=1.0)
+    finally:
+        server.close()
+    assert accepted  # it did connect
+
+
+# --- Ctrl-C at the worst moments ----------------------------------------------------------------------
+
+def test_ctrl_c_at_start_and_twice_says_one_line_and_resume_completes(bundle_path, bundle, clip, tmp_path):
+    out = tmp_path / "r.npz"
+    early = start_run(bundle_path, clip, out)
+    time.sleep(0.3)  # the decoding process is importing PyAV now
+    os.killpg(early.pid, signal.SIGINT)
+    _, stderr = early.communicate(timeout=60)
+    assert early.returncode == 130 and "Traceback" not in stderr, stderr
+    assert not out.with_name("r.npz.partial").exists()
+    twice = start_run(bundle_path, clip, out, "--batch-size", "2")
+    wait_for(out.with_name("r.npz.partial") / "meta.json", twice)
+    time.sleep(0.1)  # some batches in
+    os.killpg(twice.pid, signal.SIGINT)
+    time.sleep(0.01)
+    os.killpg(twice.pid, signal.SIGINT)  # while the first one's saving runs
+    _, stderr = twice.communicate(timeout=60)
+    assert twice.returncode == 130 and "Traceback" not in stderr, stderr
+    assert not list(out.with_name("r.npz.partial").glob("*.tmp"))
+    resumed = start_run(bundle_path, clip, out, "--resume")
+    assert resumed.wait(timeout=120) == 0, resumed.stderr.read()
+    want = npz(process_video(bundle, clip, tmp_path / "want.npz", progress=False))
+    got = npz(out)
+    assert all(np.array_equal(got[k], want[k], equal_nan=True) for k in want)
