@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 import warnings
@@ -27,7 +29,7 @@ from facecrop.cli import main
 from facecrop.runtime import BundleError, StaleCropsRemoved, VideoError, load_bundle, process_video, stream
 from facecrop.runtime.errors import StaleCheckpoint
 from facecrop.runtime.lock import OutputLock
-from test_faults import start_run, wait_for
+from test_faults import FACECROP, start_run, wait_for
 from test_runtime import make_video, npz
 
 
@@ -313,3 +315,24 @@ def test_ctrl_c_at_start_and_twice_says_one_line_and_resume_completes(bundle_pat
     want = npz(process_video(bundle, clip, tmp_path / "want.npz", progress=False))
     got = npz(out)
     assert all(np.array_equal(got[k], want[k], equal_nan=True) for k in want)
+
+
+def test_full_disk_with_png_crops_leaves_no_crop_past_the_checkpoint(bundle_path, frames, tmp_path):
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode != 0:
+        pytest.skip("needs a private mount namespace (unshare -m, as root) for a small tmpfs")
+    video = make_video(tmp_path / "two.mp4", np.concatenate([frames] * 9))  # 432 frames, two faces each
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    # 11 MB: the first chunk (256 frames) and its crop files (about 31 KB a frame) fit, then the disk fills.
+    script = f"""
+        mount -t tmpfs -o size=11m tmpfs {disk}
+        {FACECROP} run {bundle_path} {video} -o {disk}/out.npz --crops png 2> {tmp_path}/err
+        echo $? > {tmp_path}/rc
+        find {disk} -name '*.png' > {tmp_path}/listing
+    """
+    subprocess.run(["unshare", "-m", "bash", "-c", script], check=True, timeout=600)
+    err = (tmp_path / "err").read_text()
+    assert (tmp_path / "rc").read_text().strip() == "1" and "No space left on device" in err, err
+    assert "results for frames 0-255 are kept" in err, err
+    frames_with_crops = {int(Path(p).stem[len("frame_"):]) for p in (tmp_path / "listing").read_text().split()}
+    assert frames_with_crops and max(frames_with_crops) < 256  # the checkpointed frames' crops, no later one
