@@ -30,6 +30,7 @@ from facecrop.convert import ConvertedNet
 from facecrop.pipeline_config import PipelineConfig
 from facecrop.runtime.bundle import (FORMAT_VERSION, MANIFEST, MAX_SIDE, MIN_SIDE, BundleError, compare_outputs,
                                      load_bundle, read_manifest, sha256_file)
+from facecrop.runtime.errors import UsageError
 
 BACKENDS = {"torchscript": "model.ts", "export": "model.pt2", "aoti": "model_aoti.pt2", "tensorrt": "model_trt.pt2"}
 # The fastest backend on each device type, what `facecrop export` builds without --backend. On the CPU, measured
@@ -117,10 +118,10 @@ def _check_frames(frames: list[torch.Tensor]) -> None:
     if not frames or not all(isinstance(f, torch.Tensor) and f.dtype == torch.uint8 and f.ndim == 4
                              and f.shape[1] == 3 and f.shape[0] >= 1 for f in frames):
         got = [f"{f.dtype} {tuple(f.shape)}" if isinstance(f, torch.Tensor) else type(f).__name__ for f in frames]
-        raise ValueError(f"golden_frames must be a non-empty list of uint8 [b, 3, H, W] batches, got {got}")
+        raise UsageError(f"golden_frames must be a non-empty list of uint8 [b, 3, H, W] batches, got {got}")
     for f in frames:
         if not (MIN_SIDE <= min(f.shape[2:]) and max(f.shape[2:]) <= MAX_SIDE):
-            raise ValueError(f"golden frames of {f.shape[3]}x{f.shape[2]} are outside {MIN_SIDE}-{MAX_SIDE} px a side")
+            raise UsageError(f"golden frames of {f.shape[3]}x{f.shape[2]} are outside {MIN_SIDE}-{MAX_SIDE} px a side")
 
 
 def _unseen_size(frames: torch.Tensor) -> torch.Tensor:
@@ -131,27 +132,27 @@ def _unseen_size(frames: torch.Tensor) -> torch.Tensor:
 
 def _check_request(config: PipelineConfig, backend: str, device: str, dtype: str, name: str, version: str) -> None:
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+        raise UsageError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be 'fp32' or 'fp16', got {dtype!r}")
+        raise UsageError(f"dtype must be 'fp32' or 'fp16', got {dtype!r}")
     kind = torch.device(device).type
     if kind not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+        raise UsageError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
     if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but this machine has no usable CUDA device")
+        raise UsageError(f"device {device!r} asked for, but this machine has no usable CUDA device")
     if dtype == "fp16" and kind != "cuda":
-        raise ValueError("dtype 'fp16' needs a CUDA device (--device cuda); use fp32 on the CPU")
+        raise UsageError("dtype 'fp16' needs a CUDA device (--device cuda); use fp32 on the CPU")
     if backend == "tensorrt":
         if kind != "cuda":
-            raise ValueError("the tensorrt backend runs on NVIDIA GPUs only: use --device cuda")
+            raise UsageError("the tensorrt backend runs on NVIDIA GPUs only: use --device cuda")
         try:
             import torch_tensorrt  # noqa: F401
         except ImportError:
-            raise ValueError("the tensorrt backend needs torch-tensorrt (pip install 'facecrop[gpu]')") from None
+            raise UsageError("the tensorrt backend needs torch-tensorrt (pip install 'facecrop[gpu]')") from None
     if not _SEMVER.match(version):
-        raise ValueError(f"version must be a semantic version like 1.0.0, got {version!r}")
+        raise UsageError(f"version must be a semantic version like 1.0.0, got {version!r}")
     if not _NAME.match(name):
-        raise ValueError(f"bundle name must be letters, digits, '.', '_' or '-', got {name!r}")
+        raise UsageError(f"bundle name must be letters, digits, '.', '_' or '-', got {name!r}")
 
 
 def cpu_kernel_configs() -> dict:
@@ -252,7 +253,7 @@ def write_bundle(module: torch.nn.Module, config: PipelineConfig, *, backend: st
     _check_request(config, backend, device, dtype, name, version)
     target = Path(out_root) / name / version
     if target.exists():
-        raise ValueError(f"bundle {target} already exists; pick another --version or --name (bundles are immutable)")
+        raise UsageError(f"bundle {target} already exists; pick another --version or --name (bundles are immutable)")
     cases = default_golden_frames() if golden_frames is None else list(golden_frames)
     _check_frames(cases)
     names = list(module.output_names)
@@ -314,7 +315,7 @@ def write_bundle(module: torch.nn.Module, config: PipelineConfig, *, backend: st
         try:
             build.rename(target)
         except OSError:
-            raise ValueError(f"bundle {target} appeared while this one was built; not overwriting it") from None
+            raise UsageError(f"bundle {target} appeared while this one was built; not overwriting it") from None
     finally:
         shutil.rmtree(build, ignore_errors=True)
     return target

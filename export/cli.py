@@ -15,11 +15,15 @@ import signal
 import sys
 import threading
 import time
+import traceback
 import warnings
 from pathlib import Path
 
 
-class UserError(Exception):
+from facecrop.runtime.errors import FacecropError
+
+
+class UserError(FacecropError):
     """An error whose message tells the user what is wrong and what to do."""
 
 
@@ -163,11 +167,11 @@ def _run_live(args: argparse.Namespace) -> None:
     with live, open(args.output, "w") as out:
         try:
             for r in live:
-                faces = [{"id": int(r["face_idx"][k]), "conf": round(float(r["conf"][k]), 4),
+                faces = [{"face_idx": int(r["face_idx"][k]), "conf": round(float(r["conf"][k]), 4),
                           "bbox": np.round(r["bbox"][k], 2).tolist(), "lms": np.round(r["lms"][k], 2).tolist()}
                          for k in np.flatnonzero(r["valid"])]
                 out.write(json.dumps({"frame_index": r["frame_index"], "pts_seconds": r["pts_seconds"],
-                                      "latency_ms": round(r["latency_s"] * 1000, 1), "dropped_before": r["dropped_before"],
+                                      "latency_s": round(r["latency_s"], 4), "dropped_before": r["dropped_before"],
                                       "gap_s": round(r["gap_s"], 3), "faces": faces}) + "\n")
                 out.flush()
         except KeyboardInterrupt:
@@ -213,6 +217,7 @@ def _run(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facecrop", description=__doc__.splitlines()[0])
+    parser.add_argument("--traceback", action="store_true", help="print the traceback of every error, not one line")
     sub = parser.add_subparsers(dest="command", required=True)
 
     models = sub.add_parser("models", help="download and list InsightFace model packs")
@@ -304,6 +309,11 @@ def _warn_in_one_line(message, category, filename, lineno, file=None, line=None)
     print(f"{owner}: warning: {message}", file=sys.stderr)
 
 
+def _users_to_fix(err: Exception) -> bool:
+    """facecrop's own errors, and the system's about a file the user named (permission denied, no such file)."""
+    return isinstance(err, FacecropError) or (isinstance(err, OSError) and err.filename is not None)
+
+
 class _Stop:
     """SIGINT and SIGTERM handler: the first ends the run as Ctrl-C does (results kept, one line said); later
     ones while the run saves what it computed are said and ignored, so the saving is never cut short."""
@@ -330,8 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _warn_in_one_line
     try:
         args.func(args)
-    except (UserError, ValueError, TypeError, FileNotFoundError, PermissionError, RuntimeError) as err:
-        print(f"facecrop: error: {err}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - each error ends in one line, or (a bug) its traceback
+        if args.traceback or not _users_to_fix(err):
+            traceback.print_exc()
+        if _users_to_fix(err):
+            print(f"facecrop: error: {err}", file=sys.stderr)
+        else:
+            print(f"facecrop: internal error ({type(err).__name__}): this is a bug in facecrop; please report it "
+                  "with the traceback above", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:  # one line, not the traceback: what was kept, and how to go on
         said = str(err) or "interrupted"

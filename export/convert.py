@@ -39,6 +39,8 @@ from onnx import numpy_helper
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from facecrop.runtime.errors import UsageError
+
 
 class BatchReshape(nn.Module):
     """Reshape each sample of a batch: ``x`` with its batch at ``batch_axis`` -> ``[B, *sample_shape]``."""
@@ -80,9 +82,9 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as err:  # onnx raises several unrelated types for bad files
-        raise ValueError(f"{path} is not a valid ONNX model (truncated or corrupt?): {err}") from None
+        raise UsageError(f"{path} is not a valid ONNX model (truncated or corrupt?): {err}") from None
     if not _graph_inputs(model):
-        raise ValueError(f"{path} has no graph input")
+        raise UsageError(f"{path} has no graph input")
     return model
 
 
@@ -95,7 +97,7 @@ def input_shape(model: onnx.ModelProto) -> list[int | None]:
     """Static dims of the single image input; ``None`` where the file leaves a dim free."""
     inputs = _graph_inputs(model)
     if len(inputs) != 1:
-        raise ValueError(f"expected one image input, the model has {[i.name for i in inputs]}")
+        raise UsageError(f"expected one image input, the model has {[i.name for i in inputs]}")
     dims = inputs[0].type.tensor_type.shape.dim
     return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
 
@@ -108,10 +110,10 @@ def fix_input_size(model: onnx.ModelProto, height: int, width: int) -> onnx.Mode
     """
     dims = input_shape(model)
     if len(dims) != 4:
-        raise ValueError(f"expected a 4-D image input [1, C, H, W], the model's input has {len(dims)} dims")
+        raise UsageError(f"expected a 4-D image input [1, C, H, W], the model's input has {len(dims)} dims")
     fixed_h, fixed_w = dims[2], dims[3]
     if (fixed_h is not None and fixed_h != height) or (fixed_w is not None and fixed_w != width):
-        raise ValueError(
+        raise UsageError(
             f"the model has a fixed input size of {fixed_w}x{fixed_h} (width x height); "
             f"it cannot run at {width}x{height}: use det_size=({fixed_w}, {fixed_h})"
         )
@@ -191,7 +193,7 @@ def _static_onnx_to_torch(model: onnx.ModelProto) -> nn.Module:
 def _batch_axis(batched: torch.Size, single: torch.Size, batch: int, where: str) -> int:
     differing = [i for i, (a, b) in enumerate(zip(batched, single)) if a != b]
     if len(batched) != len(single) or len(differing) != 1 or batched[differing[0]] != batch * single[differing[0]]:
-        raise ValueError(f"{where}: cannot locate the batch axis (batch-1 shape {tuple(single)}, "
+        raise UsageError(f"{where}: cannot locate the batch axis (batch-1 shape {tuple(single)}, "
                          f"batch-{batch} shape {tuple(batched)}); this graph mixes samples")
     return differing[0]
 
@@ -229,7 +231,7 @@ def _make_batch_generic(gm: torch.fx.GraphModule, example: torch.Tensor) -> torc
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), OnnxResize):
             module = gm.get_submodule(node.target)
             if module.onnx_mode not in ("nearest", "linear"):
-                raise ValueError(f"Resize {node.target}: mode {module.onnx_mode!r} is not supported")
+                raise UsageError(f"Resize {node.target}: mode {module.onnx_mode!r} is not supported")
             mode = "nearest" if module.onnx_mode == "nearest" else "bilinear"
             size = tuple(node.meta["tensor_meta"].shape)[2:]
             _replace_node(gm, node, StaticResize(size, mode, module.align_corners))

@@ -26,7 +26,7 @@ from facecrop.runtime import Bundle, load_bundle, process_video, summarize_resul
 from facecrop.runtime.bundle import read_manifest
 from facecrop.runtime.checkpoint import checkpoint_folder
 from facecrop.runtime.decoder import Decoder
-from facecrop.runtime.errors import RunInterrupted, StaleCheckpoint
+from facecrop.runtime.errors import RunInterrupted, StaleCheckpoint, UsageError
 from facecrop.runtime.lock import OutputLock
 from facecrop.runtime.video import decoder_args
 
@@ -60,26 +60,26 @@ def collect_videos(inputs: list[str | Path], out_dir: Path | None = None) -> lis
             listed = [item.parent / line for line in lines if line and not line.startswith("#")]
             missing = [str(p) for p in listed if not p.exists()]
             if missing:
-                raise ValueError(f"{item} lists videos that do not exist: {', '.join(missing[:5])}")
+                raise UsageError(f"{item} lists videos that do not exist: {', '.join(missing[:5])}")
             if not listed:
-                raise ValueError(f"list {item} names no videos (one path a line)")
+                raise UsageError(f"list {item} names no videos (one path a line)")
             if any(p.suffix.lower() == ".txt" for p in listed):
-                raise ValueError(f"list {item} names another list; name videos or folders")
+                raise UsageError(f"list {item} names another list; name videos or folders")
             found.update(collect_videos(listed, out_dir))
         elif item.is_dir():
             videos = [p for p in item.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
                       and not _written_by_facecrop(p, out_dir)]
             if not videos:
-                raise ValueError(f"folder {item} holds no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) "
+                raise UsageError(f"folder {item} holds no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) "
                                  "other than facecrop's own outputs")
             found.update(p.resolve() for p in videos)
         elif item.is_file():
             if _written_by_facecrop(item, out_dir):
-                raise ValueError(f"input {item} was written by facecrop (it lies in the output folder or a crops "
+                raise UsageError(f"input {item} was written by facecrop (it lies in the output folder or a crops "
                                  "folder); name the source videos instead")
             found.add(item.resolve())
         else:
-            raise ValueError(f"input {item} does not exist")
+            raise UsageError(f"input {item} does not exist")
     return sorted(found)
 
 
@@ -123,7 +123,7 @@ class Manifest:
                 except json.JSONDecodeError:
                     if number == len(lines):
                         continue  # a line cut short by a crash
-                    raise ValueError(f"{self.path} line {number} is not JSON; remove that line (its video is redone)") from None
+                    raise UsageError(f"{self.path} line {number} is not JSON; remove that line (its video is redone)") from None
                 self._add(row, number)
         self._lock = threading.Lock()
 
@@ -131,7 +131,7 @@ class Manifest:
         kind = FORCE_TYPES if isinstance(row, dict) and "force" in row else ROW_TYPES
         wrong = [k for k, t in kind.items() if not isinstance(row, dict) or not isinstance(row.get(k), t)]
         if wrong:
-            raise ValueError(f"{self.path} line {number} is not a facecrop manifest row ({', '.join(wrong)} missing or "
+            raise UsageError(f"{self.path} line {number} is not a facecrop manifest row ({', '.join(wrong)} missing or "
                              "of the wrong type); remove that line (its video is redone)")
         if kind is FORCE_TYPES:
             self.current.update((video, row["force"]) for video in row["videos"])
@@ -161,7 +161,7 @@ class Manifest:
                 which.append(video)
         if which:
             said = "; ".join(f"{name} {old!r} there, {new!r} now" for name, (old, new) in differ.items())
-            raise ValueError(f"{self.path} records results of {len(which)} of these videos ({which[0]}"
+            raise UsageError(f"{self.path} records results of {len(which)} of these videos ({which[0]}"
                              f"{', ...' if len(which) > 1 else ''}) made otherwise: {said}. Pass --force to redo them "
                              "with this run's bundle and settings, or write to another folder")
 
@@ -217,7 +217,7 @@ def prepare_output(out_dir: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise ValueError(f"cannot write to output folder {out_dir}: {err.strerror or err}") from None
+        raise UsageError(f"cannot write to output folder {out_dir}: {err.strerror or err}") from None
 
 
 def run_settings(options: dict | None) -> dict:
@@ -225,7 +225,7 @@ def run_settings(options: dict | None) -> dict:
     settings = {"save_crops": False, "crops": None, "jpeg_quality": 2, "dist_threshold": 250.0, "present_threshold": 0.1}
     unknown = set(options or {}) - set(settings)
     if unknown:
-        raise ValueError(f"unknown run options {sorted(unknown)}; expected some of {sorted(settings)}")
+        raise UsageError(f"unknown run options {sorted(unknown)}; expected some of {sorted(settings)}")
     return {**settings, **(options or {})}
 
 
@@ -359,7 +359,7 @@ def run_local(bundle_path: str | Path, inputs: list[str | Path], out_dir: str | 
     with OutputLock(out_dir / MANIFEST):  # one run per output folder: a second is refused at once
         devices = list(devices or [None])
         if len(set(devices)) != len(devices):
-            raise ValueError(f"--devices lists a device twice: {devices}")
+            raise UsageError(f"--devices lists a device twice: {devices}")
         settings = run_settings(options)  # the batch size changes no result, so it is not recorded
         described = read_manifest(Path(bundle_path))  # what load_bundle verifies below; enough to plan
         max_side = int(described["input"]["max_side"])

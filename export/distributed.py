@@ -26,6 +26,7 @@ from facecrop.dataset import (MANIFEST, DatasetProgress, Job, Manifest, collect_
 from facecrop.runtime import load_bundle
 from facecrop.runtime.bundle import read_manifest
 from facecrop.runtime.lock import OutputLock
+from facecrop.runtime.errors import UsageError
 
 
 def _ray():
@@ -33,7 +34,7 @@ def _ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise ValueError("--ray needs Ray Data: pip install 'facecrop[cluster]'") from None
+        raise UsageError("--ray needs Ray Data: pip install 'facecrop[cluster]'") from None
     return ray
 
 
@@ -62,7 +63,7 @@ def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except (OSError, ValueError) as err:
-        raise ValueError(f"cannot reach a Ray cluster at {address}: {err}") from None
+        raise UsageError(f"cannot reach a Ray cluster at {address}: {err}") from None
 
 
 TOKEN_HELP = ("a cluster started with `ray start --head` (Ray 2.59 and later) takes only drivers with its token: "
@@ -103,7 +104,7 @@ def connect(address: str | None) -> None:
         ray.init(address=address, log_to_driver=False)
     except ConnectionError as err:
         # _check_reachable found something listening: a refusal here is most often the token.
-        raise ValueError(f"cannot join the Ray cluster at {address or 'auto'} ({err}); {TOKEN_HELP}") from None
+        raise UsageError(f"cannot join the Ray cluster at {address or 'auto'} ({err}); {TOKEN_HELP}") from None
 
 
 def check_resources(num_cpus: float, num_gpus: float) -> None:
@@ -114,7 +115,7 @@ def check_resources(num_cpus: float, num_gpus: float) -> None:
     if any(r.get("CPU", 0) >= num_cpus and r.get("GPU", 0) >= num_gpus for r in nodes):
         return
     have = ", ".join(f"{r.get('CPU', 0):g} CPUs and {r.get('GPU', 0):g} GPUs" for r in nodes) or "no live node"
-    raise ValueError(f"no node of the Ray cluster can hold an actor of --num-cpus {num_cpus:g} --num-gpus {num_gpus:g} "
+    raise UsageError(f"no node of the Ray cluster can hold an actor of --num-cpus {num_cpus:g} --num-gpus {num_gpus:g} "
                      f"(its nodes have {have}); lower them, or add such a node")
 
 

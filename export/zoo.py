@@ -47,6 +47,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Mapping, Optional, Union
 
+from facecrop.runtime.errors import FacecropError, UsageError
+
 DEFAULT_ZOO_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7"
 ZOO_URL_ENV = "FACECROP_ZOO_URL"
 MODEL_DIR_ENV = "FACECROP_MODEL_DIR"
@@ -91,7 +93,7 @@ class PackSpec:
     def __post_init__(self):
         # The name becomes a file and folder name; keep it to one plain path component.
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
-            raise ValueError(f"PackSpec name must be a plain file name, got {self.name!r}")
+            raise UsageError(f"PackSpec name must be a plain file name, got {self.name!r}")
         object.__setattr__(self, "files", MappingProxyType(dict(self.files)))
 
 
@@ -133,15 +135,15 @@ PACKS: Mapping[str, PackSpec] = MappingProxyType({spec.name: spec for spec in (
 )})
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(FacecropError, FileNotFoundError):
     """A model name or path that resolves to no file; the message says where it looked."""
 
 
-class ModelIntegrityError(ValueError):
+class ModelIntegrityError(FacecropError, ValueError):
     """A model file or zip whose SHA-256 (or content) is not the pinned one."""
 
 
-class DownloadError(RuntimeError):
+class DownloadError(FacecropError, RuntimeError):
     """A download that failed; the message gives the URL and how to install by hand."""
 
 
@@ -244,7 +246,7 @@ class ModelStatus:
 def model_status(name: str, model_dir: Optional[PathLike] = None) -> ModelStatus:
     """Locate model ``name`` (a key of :data:`MODELS`) and check it against its pin."""
     if name not in MODELS:
-        raise ValueError(f"unknown model name {name!r}; known names: {', '.join(MODELS)}")
+        raise UsageError(f"unknown model name {name!r}; known names: {', '.join(MODELS)}")
     searched = tuple(_candidates(name, default_model_dir(model_dir)))
     path = next((p for p in searched if p.is_file()), None)
     if path is None:
@@ -282,7 +284,7 @@ def model_overrides() -> dict[str, Path]:
     for item in filter(None, (s.strip() for s in os.environ.get(OVERRIDES_ENV, "").split(","))):
         name, sep, path = item.partition("=")
         if not sep or not name.strip() or not path.strip():
-            raise ValueError(f"${OVERRIDES_ENV} must be name=path pairs separated by commas, got {item!r}")
+            raise UsageError(f"${OVERRIDES_ENV} must be name=path pairs separated by commas, got {item!r}")
         pairs[name.strip()] = Path(path.strip()).expanduser()
     return pairs
 
@@ -359,7 +361,7 @@ def _pack_spec(pack: Union[str, PackSpec]) -> PackSpec:
     if isinstance(pack, PackSpec):
         return pack
     if pack not in PACKS:
-        raise ValueError(f"unknown pack {pack!r}; official packs: {', '.join(PACKS)}")
+        raise UsageError(f"unknown pack {pack!r}; official packs: {', '.join(PACKS)}")
     return PACKS[pack]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from .aoti import AotiCpuModule, library_member
 from .errors import BundleError
 
-__all__ = ["artifact_kind", "check_pt2_archive", "load_artifact"]
+__all__ = ["ENGINES", "artifact_kind", "check_pt2_archive", "load_artifact"]
 
 
 def check_pt2_archive(path: Path) -> None:
@@ -65,18 +65,28 @@ def artifact_kind(path: Path) -> str | None:
     return None
 
 
-def load_artifact(path: Path, backend: str, device: str):
+ENGINES = ("native", "torch")
+
+
+def load_artifact(path: Path, backend: str, device: str, engine: str = "native"):
     """Load the compiled module for ``device`` (``'cpu'``, ``'cuda:1'``); returns a callable ``frames -> tuple
     of tensors``, or of numpy arrays for an AOTInductor CPU library run without torch imported
     (:class:`~facecrop.runtime.aoti.AotiCpuModule`). Its ``parallel`` attribute, where it has one, says how
-    many calls may run at once from different threads."""
+    many calls may run at once from different threads.
+
+    ``engine``: ``'native'`` runs an ``aoti`` CPU library through its C interface (fast, but it reaches
+    into torch's binary internals); ``'torch'`` through torch's own documented loader
+    (``torch._inductor.aoti_load_package``), the fallback for a torch release that breaks the native one.
+    """
+    if engine not in ENGINES:
+        raise BundleError(f"unknown engine {engine!r}: one of {', '.join(ENGINES)}")
     kind, declared = artifact_kind(path), "export" if backend == "tensorrt" else backend
     if kind is not None and kind != declared:
         raise BundleError(f"artifact {path.name} was written by the {kind!r} backend, but the manifest declares "
                           f"{backend!r}: the bundle was put together wrong; export it again")
     if backend != "torchscript":
         check_pt2_archive(path)
-    if backend == "aoti" and device.split(":")[0] == "cpu":
+    if backend == "aoti" and device.split(":")[0] == "cpu" and engine == "native":
         member = library_member(path)
         if member is not None:  # two batches at once where the CPU has the cores for it (see aoti.py)
             return AotiCpuModule(path, member, parallel=2 if (os.cpu_count() or 1) >= 2 else 1)
@@ -89,6 +99,10 @@ def load_artifact(path: Path, backend: str, device: str):
             return torch.jit.load(str(path), map_location=device).eval()
     if backend == "export":
         return torch.export.load(path).module()
+    if backend == "aoti" and engine == "torch":
+        import torch._inductor
+
+        return torch._inductor.aoti_load_package(str(path), device_index=device.index if device.index is not None else -1)
     if backend == "aoti":
         index = device.index if device.index is not None else -1
         # The C++ loader itself: torch._inductor.aoti_load_package would import the compiler's Python

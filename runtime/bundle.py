@@ -21,7 +21,7 @@ import numpy as np
 
 from .aoti import AotiCpuModule
 from .artifact import load_artifact
-from .errors import BundleError
+from .errors import BundleError, UsageError
 from .native import torch_version
 
 # 2.0: one bundle serves every frame size (format 1 bundles took one fixed size).
@@ -158,10 +158,10 @@ def check_frames(frames, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE) -> 
     shape = tuple(getattr(frames, "shape", ()))
     if dtype != "uint8" or len(shape) != 4 or shape[1] != 3 or shape[0] < 1:
         got = f"{dtype} {shape}" if dtype else type(frames).__name__
-        raise ValueError(f"frames must be uint8 [B, 3, H, W] (RGB, B >= 1), got {got}")
+        raise UsageError(f"frames must be uint8 [B, 3, H, W] (RGB, B >= 1), got {got}")
     height, width = shape[2:]
     if not (min_side <= height <= max_side and min_side <= width <= max_side):
-        raise ValueError(f"frame size {width}x{height} is outside the bundle's bounds: "
+        raise UsageError(f"frame size {width}x{height} is outside the bundle's bounds: "
                          f"{min_side} to {max_side} px a side")
 
 
@@ -267,11 +267,13 @@ def verify_golden(bundle: Bundle) -> dict[str, float]:
         raise BundleError(f"bundle {bundle.path} failed its golden self-check on {bundle.device_name}: {err}") from None
 
 
-def load_bundle(path: str | Path, device=None, verify: bool = True) -> Bundle:
+def load_bundle(path: str | Path, device=None, verify: bool = True, engine: str | None = None) -> Bundle:
     """Load a bundle folder after checking its format version, SHA-256s and device.
 
     ``path``: the folder ``bundles/<name>/<version>``; ``device``: ``None`` for the one it was built for, or
     another index of that device type (a string or ``torch.device``); ``verify``: run the golden self-check (3 frames, two sizes) first.
+    ``engine``: how an ``aoti`` CPU bundle runs, ``'native'`` (the default, fast) or ``'torch'`` (torch's
+    own loader, the fallback); None reads ``$FACECROP_ENGINE`` (see :func:`~facecrop.runtime.artifact.load_artifact`).
     Returns a :class:`Bundle`; raises :class:`BundleError` for anything that makes it unusable here.
 
     Example:
@@ -292,7 +294,8 @@ def load_bundle(path: str | Path, device=None, verify: bool = True) -> Bundle:
             raise BundleError(f"{file} does not match the SHA-256 in the manifest: the bundle is corrupt or tampered")
     reuse_freed_memory()
     try:
-        module = load_artifact(folder / manifest["artifact"]["file"], manifest["backend"], target)
+        module = load_artifact(folder / manifest["artifact"]["file"], manifest["backend"], target,
+                               engine or os.environ.get("FACECROP_ENGINE") or "native")
     except BundleError:
         raise
     except Exception as err:  # any loader failure: wrong torch version, not an archive, bad pickle

@@ -1,15 +1,28 @@
-"""The runtime's errors and warnings that users act on (the CLI prints each as one line)."""
+"""facecrop's own errors, under one root, and the warnings users act on (the CLI prints each as one line).
+
+Each error is also the built-in it was before the root existed (``VideoError`` is a ``ValueError``), so
+``except ValueError`` in callers keeps working; the CLI catches :class:`FacecropError` only, so that
+anything else (a bug) shows its traceback.
+"""
 
 from __future__ import annotations
 
-__all__ = ["BundleError", "CheckpointDamaged", "RunInterrupted", "StaleCheckpoint", "StaleCropsRemoved", "VideoError"]
+__all__ = ["FacecropError", "UsageError", "BundleError", "CheckpointDamaged", "RunInterrupted", "StaleCheckpoint", "StaleCropsRemoved", "VideoError"]
 
 
-class BundleError(ValueError):
+class FacecropError(Exception):
+    """The root of facecrop's own errors: the message says what is wrong and what to do."""
+
+
+class UsageError(FacecropError, ValueError):
+    """An argument, option or input that cannot be used as given."""
+
+
+class BundleError(FacecropError, ValueError):
     """A bundle that cannot be used here: unreadable, tampered, too new or built for another device."""
 
 
-class VideoError(ValueError):
+class VideoError(FacecropError, ValueError):
     """A video that cannot be (fully) processed, or results that cannot be written."""
 
 

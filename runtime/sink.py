@@ -19,7 +19,7 @@ import numpy as np
 
 from .checkpoint import CROP_ARRAYS, Checkpoint
 from .crops import CROP_FORMATS, META, CropWriter, crops_folder, encode_mp4s, replace_folder
-from .errors import StaleCropsRemoved, VideoError
+from .errors import StaleCropsRemoved, UsageError, VideoError
 from .track import OnlineTracker, track_frames
 
 __all__ = ["ResultsSink"]
@@ -42,9 +42,9 @@ class ResultsSink:
     def __init__(self, output: Path, video: Path, identity: dict, resume: bool, save_crops: bool, crops: str | None,
                  crop_size: int, jpeg_quality: int, dist_threshold: float, present_threshold: float, force: bool):
         if crops is not None and crops not in CROP_FORMATS:
-            raise ValueError(f"crops must be one of {CROP_FORMATS} or None, got {crops!r}")
+            raise UsageError(f"crops must be one of {CROP_FORMATS} or None, got {crops!r}")
         if not 0 <= present_threshold <= 1:
-            raise ValueError(f"present_threshold must be a fraction of the frames (0-1), got {present_threshold!r}")
+            raise UsageError(f"present_threshold must be a fraction of the frames (0-1), got {present_threshold!r}")
         tracker = OnlineTracker(dist_threshold)  # checks it before the checkpoint folder is made
         self.output, self.save_crops, self.crops = output, save_crops, crops
         self.present_threshold = present_threshold

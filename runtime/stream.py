@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from .bundle import Bundle
+from .errors import UsageError
 from .sources import Frame, open_source
 from .track import DEFAULT_DIST_THRESHOLD, OnlineTracker
 from .video import PER_FRAME
@@ -59,11 +60,11 @@ def stream(bundle: Bundle, source, batch_size: int = 4, max_delay: float = 0.03,
         ...         print(r["frame_index"], r["face_idx"][r["valid"]])
     """
     if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+        raise UsageError(f"policy must be one of {POLICIES}, got {policy!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise UsageError(f"batch_size must be a positive int, got {batch_size!r}")
     if not max_delay >= 0:
-        raise ValueError(f"max_delay must be seconds (0 or more), got {max_delay!r}")
+        raise UsageError(f"max_delay must be seconds (0 or more), got {max_delay!r}")
     tracker = OnlineTracker(dist_threshold)
     return Stream(bundle, open_source(source, options, timeout_s, reconnects, format), batch_size, max_delay,
                   policy, tracker)

@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+from .errors import UsageError
+
 __all__ = ["DEFAULT_DIST_THRESHOLD", "OnlineTracker", "track_frames"]
 
 DEFAULT_DIST_THRESHOLD = 250.0  # Medusa's, in pixels over all landmark coordinates together
@@ -46,7 +48,7 @@ class OnlineTracker:
 
     def __init__(self, dist_threshold: float = DEFAULT_DIST_THRESHOLD):
         if not dist_threshold > 0:
-            raise ValueError(f"dist_threshold must be positive, got {dist_threshold!r}")
+            raise UsageError(f"dist_threshold must be positive, got {dist_threshold!r}")
         self.dist_threshold = float(dist_threshold)
         self.tracked: np.ndarray | None = None  # [n_faces, L*2] float32: last landmarks of each face
 
@@ -62,7 +64,7 @@ class OnlineTracker:
 
     def _assign(self, lms: np.ndarray) -> np.ndarray:
         if lms.ndim < 2:
-            raise ValueError(f"lms must have shape (n, L, 2), got {tuple(lms.shape)}")
+            raise UsageError(f"lms must have shape (n, L, 2), got {tuple(lms.shape)}")
         flat = lms.reshape(lms.shape[0], math.prod(lms.shape[1:])).astype(np.float32)  # [n, L*2]; n may be 0
         n = flat.shape[0]
         if n == 0:

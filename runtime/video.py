@@ -25,7 +25,7 @@ from .checkpoint import checkpoint_folder
 from .crops import crops_folder
 from .decode_worker import declared_end, frames_per_batch
 from .decoder import Batch, Decoder, DecoderDied, End
-from .errors import RunInterrupted, VideoError
+from .errors import RunInterrupted, UsageError, VideoError
 from .lock import OutputLock
 from .outputs import check_writable, refuse_overwrites
 from .native import intra_op_threads, set_intra_op_threads
@@ -129,11 +129,11 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
     """
     video, output = Path(video), Path(output)
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise UsageError(f"batch_size must be a positive int, got {batch_size!r}")
     if (save_crops or crops) and "imgs_crop" not in bundle.output_names:
-        raise ValueError(f"saving crops needs a bundle with crops; this one outputs {bundle.output_names}")
+        raise UsageError(f"saving crops needs a bundle with crops; this one outputs {bundle.output_names}")
     if not 2 <= jpeg_quality <= 31:
-        raise ValueError(f"jpeg_quality is FFmpeg's quantiser, 2 (best) to 31, got {jpeg_quality!r}")
+        raise UsageError(f"jpeg_quality is FFmpeg's quantiser, 2 (best) to 31, got {jpeg_quality!r}")
     check_writable(output)
     refuse_overwrites({"the video": video}, run_outputs(output, crops))
     expected, (width, height), identity = _video_info(video)

@@ -26,7 +26,7 @@ from facecrop import bundle as fb
 from facecrop.cli import main
 from facecrop.pipeline import build_pipeline
 from facecrop.pipeline_config import PipelineConfig
-from facecrop.runtime import FORMAT_VERSION, load_bundle
+from facecrop.runtime import FORMAT_VERSION, BundleError, load_bundle
 from facecrop.runtime import process_video
 from facecrop.runtime.aoti import AotiCpuModule
 from facecrop.runtime.bundle import sha256_file
@@ -233,6 +233,18 @@ def test_aoti_cpu_module_runs_two_batches_at_once_with_torchs_results(tmp_path, 
         together = list(pool.map(bundle.module, [b.numpy() for b in batches] * 4))
     for got, expected in zip(together, want * 4):
         assert all(np.array_equal(g, w) for g, w in zip(got, expected))
+    # The fallback engine, torch's own documented loader, runs the same library: the same outputs.
+    by_torch = load_bundle(path, engine="torch")
+    assert not isinstance(by_torch.module, AotiCpuModule) and by_torch.golden_diffs == bundle.golden_diffs
+    torch.set_num_threads(1)
+    try:
+        fallback = [by_torch.run_frames(b.numpy()) for b in batches]
+    finally:
+        torch.set_num_threads(threads)
+    for got, expected in zip(fallback, want):
+        assert all(np.array_equal(got[name], w) for name, w in zip(by_torch.output_names, expected))
+    with pytest.raises(BundleError, match="unknown engine 'fast'"):
+        load_bundle(path, engine="fast")
     # A whole run in a process of its own: torch's Python package is never imported, and of its libraries
     # only libtorch_cpu (not libtorch.so, a CUDA build's stub for the CUDA libraries).
     video = make_video(tmp_path / "v.mp4", photo_frames)

@@ -164,6 +164,8 @@ def test_cli_writes_a_json_line_per_frame_until_ctrl_c(bundle_path, tmp_path):
     assert cli.returncode == 0 and "Traceback" not in stderr, stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["frame_index"] for r in lines] == list(range(len(lines))) and 30 <= len(lines) < 232
-    assert all(len(r["faces"]) == 1 and r["faces"][0]["id"] == 0 and len(r["faces"][0]["lms"]) == 5 for r in lines)
+    assert all(len(r["faces"]) == 1 and r["faces"][0]["face_idx"] == 0 and len(r["faces"][0]["lms"]) == 5 for r in lines)
+    # stream()'s names, the results file's and the WebDataset JSON's: one vocabulary
+    assert set(lines[0]) == {"frame_index", "pts_seconds", "latency_s", "dropped_before", "gap_s", "faces"}
     summary = stderr.strip().splitlines()[-1]
     assert summary.startswith(f"wrote {out}: {len(lines)} frames, {len(lines)} faces, 0 dropped, latency p50"), summary
