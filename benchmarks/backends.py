@@ -123,6 +123,15 @@ def bundle_cache_key(backend: str, case: Case) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def load_as_the_cli(path: Path, device: str):
+    """``load_bundle`` in a process tuned as ``facecrop run`` tunes its own (``facecrop.runtime.tuning``)."""
+    from facecrop.runtime import load_bundle
+    from facecrop.runtime.tuning import tune_process
+
+    tune_process()
+    return load_bundle(path, device=device)
+
+
 def cached_bundle(backend: str, case: Case, cache: Path):
     """``backend``'s bundle for ``case`` from ``cache``, built there first if absent or invalid.
 
@@ -131,13 +140,13 @@ def cached_bundle(backend: str, case: Case, cache: Path):
     """
     from facecrop.bundle import write_bundle
     from facecrop.pipeline import build_pipeline
-    from facecrop.runtime import BundleError, load_bundle
+    from facecrop.runtime import BundleError
 
     folder = cache / f"{backend}-{bundle_cache_key(backend, case)}"
     path = folder / "bench" / "1.0.0"
     if path.is_dir():
         try:
-            return path, load_bundle(path, device=case.device), False
+            return path, load_as_the_cli(path, case.device), False
         except BundleError:
             shutil.rmtree(folder, ignore_errors=True)  # damaged or from another machine: build it again
     sources = {"detector": Path(case.detector)}
@@ -145,7 +154,7 @@ def cached_bundle(backend: str, case: Case, cache: Path):
         sources["landmarks"] = Path(case.landmarks)
     write_bundle(build_pipeline(case.pipeline_config()).to(case.device), case.pipeline_config(), backend=backend,
                  device=case.device, out_root=folder, name="bench", source_models=sources)
-    return path, load_bundle(path, device=case.device), True
+    return path, load_as_the_cli(path, case.device), True
 
 
 def make_runner(backend: str, case: Case, workdir: Path, cache: Optional[Path] = None) -> Runner:
@@ -179,7 +188,6 @@ def make_runner(backend: str, case: Case, workdir: Path, cache: Optional[Path] =
     if backend not in BUNDLE_BACKENDS:
         raise ValueError(f"backend must be one of {ALL_BACKENDS}, got {backend!r}")
     from facecrop.bundle import write_bundle
-    from facecrop.runtime import load_bundle
 
     folder = Path(tempfile.mkdtemp(prefix=f"bundle-{backend}-", dir=workdir))
     try:
@@ -188,7 +196,7 @@ def make_runner(backend: str, case: Case, workdir: Path, cache: Optional[Path] =
             sources["landmarks"] = Path(case.landmarks)
         path = write_bundle(module, case.pipeline_config(), backend=backend, device=case.device,
                             out_root=folder, name="bench", source_models=sources)
-        bundle = load_bundle(path, device=case.device)
+        bundle = load_as_the_cli(path, case.device)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

@@ -165,7 +165,7 @@ def main(argv=None) -> list[dict]:
         video, port, *rest = args.serve
         serve(video, int(port), *(int(x) for x in rest[:2]), *(float(x) for x in rest[2:3]))
         return []
-    from facecrop.runtime import load_bundle
+    from benchmarks.backends import load_as_the_cli
 
     args.out.mkdir(parents=True, exist_ok=True)
     if args.bundle is None:
@@ -173,7 +173,7 @@ def main(argv=None) -> list[dict]:
 
         args.bundle = cached_bundle("aoti", Case(str(args.model_dir / "det_500m.onnx"), None, (224, 224), 112),
                                     args.out / "bundle-cache")[0]
-    bundle = load_bundle(args.bundle)
+    bundle = load_as_the_cli(args.bundle, None)
     rows = []
     for name, size, fps in CASES[:1] if args.quick else CASES:
         clip = make_clip(args.out / f"live_{name}_{fps}.mp4", size, fps, args.seconds)

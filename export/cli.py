@@ -99,7 +99,7 @@ def _run_one(args: argparse.Namespace) -> None:
     from facecrop.overlay import write_overlay
     from facecrop.runtime import load_bundle, process_video, summarize_results
     from facecrop.runtime.bundle import read_manifest
-    from facecrop.runtime.decoder import Decoder, start_early
+    from facecrop.runtime.decoder import Decoder
     from facecrop.runtime.outputs import check_writable, refuse_overwrites
     from facecrop.runtime.quality import format_summary, overflow_warning
     from facecrop.runtime.video import decoder_args, run_outputs
@@ -111,11 +111,9 @@ def _run_one(args: argparse.Namespace) -> None:
         check_writable(args.visualize, "--visualize")
     max_side = int(read_manifest(args.bundle)["input"]["max_side"])
     # The video decodes while the bundle loads (process_video takes this decoder over); a resumed run
-    # starts past frame 0, which process_video works out.
+    # starts past frame 0, which process_video works out, and starts its own.
     decoder = None if args.resume else Decoder(*decoder_args(args.inputs[0], args.batch_size, 0, max_side))
     try:
-        if decoder is None:
-            start_early()  # the decoding process starts up while the bundle loads
         bundle = load_bundle(args.bundle, device=args.device)
         print(f"loaded {bundle!r} in {time.perf_counter() - start:.1f} s (golden self-check passed)", file=sys.stderr)
         _report_bundle(bundle)
@@ -339,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     shown = warnings.showwarning
     warnings.showwarning = _warn_in_one_line
     try:
+        if args.command == "run":
+            from facecrop.runtime.tuning import tune_process
+
+            tune_process()  # facecrop's own process: the library never does this for an app (runtime/tuning.py)
         args.func(args)
     except Exception as err:  # noqa: BLE001 - each error ends in one line, or (a bug) its traceback
         if args.traceback or not _users_to_fix(err):

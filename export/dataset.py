@@ -25,7 +25,7 @@ from pathlib import Path
 from facecrop.runtime import Bundle, load_bundle, process_video, summarize_results
 from facecrop.runtime.bundle import read_manifest
 from facecrop.runtime.checkpoint import checkpoint_folder
-from facecrop.runtime.decoder import Decoder
+from facecrop.runtime.decoder import Decoder, DecoderProcesses
 from facecrop.runtime.errors import RunInterrupted, StaleCheckpoint, UsageError
 from facecrop.runtime.lock import OutputLock
 from facecrop.runtime.video import decoder_args
@@ -264,17 +264,17 @@ def run_one(bundle: Bundle, job: Job, options: dict | None = None, batch_size: i
     return row
 
 
-def prefetch(max_side: int, job: Job, batch_size: int, force: bool) -> Decoder | None:
+def prefetch(max_side: int, job: Job, batch_size: int, force: bool, processes: DecoderProcesses) -> Decoder | None:
     """Start decoding ``job``'s video now, if it starts from frame 0 (no checkpoint to resume).
 
     Started while the previous video runs (or, for the first one, while the bundle loads), the
     child's start-up (Python, PyAV) and its first batches overlap that work instead of following it.
-    ``max_side``: the bundle's largest frame side.
+    ``max_side``: the bundle's largest frame side; ``processes``: the run's decoding processes.
     """
     if checkpoint_folder(job.output).exists() and not force:
         return None
     try:
-        return Decoder(*decoder_args(job.video, batch_size, 0, max_side))
+        return Decoder(*decoder_args(job.video, batch_size, 0, max_side), processes=processes)
     except OSError:
         return None  # process_video will try again and report what is wrong
 
@@ -356,8 +356,9 @@ def run_local(bundle_path: str | Path, inputs: list[str | Path], out_dir: str | 
     out_dir = Path(out_dir)
     videos = collect_videos(inputs, out_dir)
     prepare_output(out_dir)
-    with OutputLock(out_dir / MANIFEST):  # one run per output folder: a second is refused at once
-        devices = list(devices or [None])
+    devices = list(devices or [None])
+    # One run per output folder (a second is refused at once); decoding processes reused from video to video.
+    with OutputLock(out_dir / MANIFEST), DecoderProcesses(keep=len(devices)) as processes:
         if len(set(devices)) != len(devices):
             raise UsageError(f"--devices lists a device twice: {devices}")
         settings = run_settings(options)  # the batch size changes no result, so it is not recorded
@@ -370,7 +371,7 @@ def run_local(bundle_path: str | Path, inputs: list[str | Path], out_dir: str | 
         queue = list(reversed(jobs))
         # The first video decodes while the bundles load (20 clips: its first batch waited 0.12 s, speed.md step 25).
         first = queue.pop() if queue else None
-        early = prefetch(max_side, first, batch_size, force) if first else None
+        early = prefetch(max_side, first, batch_size, force, processes) if first else None
         try:
             bundles = [load_bundle(bundle_path, device=device) for device in devices]
         except BaseException:
@@ -388,7 +389,7 @@ def run_local(bundle_path: str | Path, inputs: list[str | Path], out_dir: str | 
         def work(bundle: Bundle, job: Job | None, decoder: Decoder | None = None) -> None:
             while job is not None:
                 following = take()  # this worker's next video, decoding while this one computes
-                ahead = prefetch(max_side, following, batch_size, force) if following else None
+                ahead = prefetch(max_side, following, batch_size, force, processes) if following else None
                 row = run_one(bundle, job, settings, batch_size, force, on_frames=bar.add_frames, decoder=decoder)
                 manifest.append(row)
                 with lock:

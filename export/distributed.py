@@ -21,10 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from facecrop.dataset import (MANIFEST, DatasetProgress, Job, Manifest, collect_videos, plan, prepare_output, run_one,
-                              run_settings)
+from facecrop.dataset import (MANIFEST, DatasetProgress, Job, Manifest, collect_videos, plan, prefetch, prepare_output,
+                              run_one, run_settings)
 from facecrop.runtime import load_bundle
 from facecrop.runtime.bundle import read_manifest
+from facecrop.runtime.decoder import DecoderProcesses
+from facecrop.runtime.tuning import tune_process
 from facecrop.runtime.lock import OutputLock
 from facecrop.runtime.errors import UsageError
 
@@ -46,12 +48,17 @@ class VideoWorker:
     """
 
     def __init__(self, bundle_path: str, options: dict, batch_size: int, force: bool):
+        tune_process()  # the actor is facecrop's own process, as the CLI's is
         self.bundle = load_bundle(bundle_path)
         self.options, self.batch_size, self.force = options, batch_size, force
+        self.processes = DecoderProcesses()  # the actor's decoding process, reused from video to video
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = [run_one(self.bundle, Job(Path(video), Path(output)), self.options, self.batch_size, self.force)
-                for video, output in zip(batch["video"], batch["output"])]
+        rows = []
+        for video, output in zip(batch["video"], batch["output"]):
+            job = Job(Path(video), Path(output))
+            decoder = prefetch(self.bundle.side_bounds[1], job, self.batch_size, self.force, self.processes)
+            rows.append(run_one(self.bundle, job, self.options, self.batch_size, self.force, decoder=decoder))
         return {"row": np.array([json.dumps(row) for row in rows], dtype=object)}
 
 

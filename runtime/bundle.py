@@ -10,7 +10,6 @@ sees them, and the golden file is read with ``allow_pickle=False``.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
@@ -86,26 +85,6 @@ def resolve_device(manifest: dict, device=None) -> str:
         if not torch.cuda.is_available():
             raise BundleError("bundle was built for CUDA, but this machine has no usable CUDA device")
     return target
-
-
-def reuse_freed_memory() -> None:
-    """Let glibc keep freed memory for reuse (elsewhere nothing), unless ``MALLOC_MMAP_THRESHOLD_`` is set.
-
-    A module call allocates tens of MB of intermediates; handed back to the OS as they are freed,
-    every batch page-faults them in anew: 22,800 faults and 30% of a 720p batch of 16 (measured).
-    """
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve blocks up to 1 GiB from the heap
-    mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD: keep the heap's top (up to 2 GiB)
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        # M_ARENA_MAX: the module's worker threads (calls.py) share one heap; each with its own kept its own
-        # peak (a folder of 20 clips: 775-785 instead of 810-875 MB at the peak, as fast).
-        mallopt(-8, 1)
 
 
 def compare_outputs(expected: dict, actual: dict, tolerance: dict) -> dict[str, float]:
@@ -292,7 +271,6 @@ def load_bundle(path: str | Path, device=None, verify: bool = True, engine: str 
             raise BundleError(f"bundle {folder} is incomplete: {entry['file']!r} not found")
         if sha256_file(file) != entry["sha256"]:
             raise BundleError(f"{file} does not match the SHA-256 in the manifest: the bundle is corrupt or tampered")
-    reuse_freed_memory()
     try:
         module = load_artifact(folder / manifest["artifact"]["file"], manifest["backend"], target,
                                engine or os.environ.get("FACECROP_ENGINE") or "native")

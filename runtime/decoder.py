@@ -64,33 +64,50 @@ def _start_process() -> tuple[subprocess.Popen, list[int]]:
                             stdout=subprocess.PIPE, pass_fds=fds, text=True, bufsize=1, env=env), fds
 
 
-# Started processes waiting for a video: start_early()'s, or one whose video ended and was handed back.
-# A dataset run reuses them instead of starting Python and PyAV again for every video (about 0.1 s of CPU
-# each, which on a 2-core machine the module's calls wanted).
-_idle: list[tuple[subprocess.Popen, list[int]]] = []
-_IDLE_MAX = 1
-_idle_lock = threading.Lock()
+class DecoderProcesses:
+    """Decoding processes kept between videos by their owner, a run over several videos (``with`` ends them).
 
+    A dataset run reuses them instead of starting Python and PyAV again for every video (about 0.1 s of
+    CPU each, which on a 2-core machine the module's calls wanted). ``keep``: how many idle ones to keep
+    (one per worker). Nothing is kept at module level: a library caller's processes end with its block.
+    """
 
-def start_early() -> None:
-    """Start the next :class:`Decoder`'s process now: its start-up (85 ms of importing PyAV) then overlaps
-    the caller's work, such as loading the bundle. An unused one leaves when this process does."""
-    with _idle_lock:
-        if not _idle:
-            _idle.append(_start_process())
+    def __init__(self, keep: int = 1):
+        self.keep = keep
+        self._idle: list[tuple[subprocess.Popen, list[int]]] = []
+        self._lock = threading.Lock()
 
+    def take(self) -> tuple[subprocess.Popen, list[int]]:
+        """An idle process that is still alive, else a new one."""
+        while True:
+            with self._lock:
+                if not self._idle:
+                    break
+                process, fds = self._idle.pop()
+            if process.poll() is None:
+                return process, fds
+            _stop(process, fds)
+        return _start_process()
 
-def _take_process() -> tuple[subprocess.Popen, list[int]]:
-    """An idle decoding process that is still alive, else a new one."""
-    while True:
-        with _idle_lock:
-            if not _idle:
-                break
-            process, fds = _idle.pop()
-        if process.poll() is None:
-            return process, fds
-        _stop(process, fds)
-    return _start_process()
+    def give_back(self, process: subprocess.Popen, fds: list[int]) -> bool:
+        """Keep a process whose video ended for the next one; False (not kept) when enough are idle."""
+        with self._lock:
+            if len(self._idle) < self.keep and process.poll() is None:
+                self._idle.append((process, fds))
+                return True
+        return False
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for process, fds in idle:
+            _stop(process, fds)
+
+    def __enter__(self) -> "DecoderProcesses":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _stop(process: subprocess.Popen, fds: list[int]) -> None:
@@ -110,13 +127,16 @@ class Decoder:
 
     Iterate to get :class:`Batch` items of ``batch_size`` frames (fewer above 720p, see
     :func:`decode_worker.frames_per_batch`), one frame size each, then one :class:`End`. ``max_frame_bytes``
-    bounds ``3 * H * W``. Uses an idle process (:func:`start_early`'s, or a finished video's) if there is one.
+    bounds ``3 * H * W``. ``processes``: where to take the process from and give it back to after the
+    video (see :class:`DecoderProcesses`); without, the decoder starts its own and stops it when closed.
     """
 
-    def __init__(self, video: str, batch_size: int, skip: int, max_frame_bytes: int):
+    def __init__(self, video: str, batch_size: int, skip: int, max_frame_bytes: int,
+                 processes: DecoderProcesses | None = None):
         self.args = (video, batch_size, skip, max_frame_bytes)
+        self.processes = processes
         self.capacity = decode_worker.slot_bytes(batch_size, max_frame_bytes)
-        self.process, self.fds = _take_process()
+        self.process, self.fds = processes.take() if processes is not None else _start_process()
         self.ended = False  # the child said its video ended: it waits for another and can be reused
         for fd in self.fds:
             os.ftruncate(fd, self.capacity)  # sparse: memory is used only where frames are written
@@ -151,12 +171,9 @@ class Decoder:
             pass  # the child has sent everything and left (or died, which iterating reports)
 
     def close(self) -> None:
-        """Hand the child back for the next video if its video ended, else stop it; free the slots (again: nothing)."""
+        """Hand the child back to its owner if its video ended, else stop it; free the slots (again: nothing)."""
         if not self.fds:
             return
         process, fds, self.fds = self.process, self.fds, []
-        with _idle_lock:
-            if self.ended and len(_idle) < _IDLE_MAX and process.poll() is None:
-                _idle.append((process, fds))
-                return
-        _stop(process, fds)
+        if not (self.ended and self.processes is not None and self.processes.give_back(process, fds)):
+            _stop(process, fds)

@@ -28,7 +28,7 @@ from .decoder import Batch, Decoder, DecoderDied, End
 from .errors import RunInterrupted, UsageError, VideoError
 from .lock import OutputLock
 from .outputs import check_writable, refuse_overwrites
-from .native import intra_op_threads, set_intra_op_threads
+from .native import intra_op_threads
 from .progress import Progress
 from .sink import ResultsSink
 from .track import DEFAULT_DIST_THRESHOLD, OnlineTracker
@@ -178,16 +178,15 @@ def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder
     low, high = bundle.side_bounds
     needed = decoder_args(video, batch_size, done, high)
     if decoder is None or decoder.args != needed:
+        processes = decoder.processes if decoder is not None else None
         if decoder is not None:
             decoder.close()
-        decoder = Decoder(*needed)
+        decoder = Decoder(*needed, processes=processes)
     on_cpu = bundle.device_type == "cpu"
     # The decoding process gets a core of its own; the module's calls share the others (see calls.py).
     workers, threads = (getattr(bundle, "parallel", 1) if on_cpu else 1), intra_op_threads()
     per_call = max(1, (threads - 1) // workers)
     calls = InOrderCalls(workers, per_call, inline=not on_cpu, queued=QUEUED_CALLS)
-    if on_cpu:  # this thread's own torch work, if any, too: an idle OpenMP team spins on the cores
-        set_intra_op_threads(per_call)
 
     def finish(batch: Batch, outputs: dict[str, np.ndarray]) -> None:
         sink.add(*_collect(outputs, batch, sink.tracker, sink.keep_crops))
@@ -239,8 +238,6 @@ def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder
             sink.close()
             bar.close()
             decoder.close()
-            if on_cpu:
-                set_intra_op_threads(threads)
 
 
 def _write_failed(video: Path, err: OSError, sink: ResultsSink, expected: int) -> VideoError:

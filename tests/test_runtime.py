@@ -84,6 +84,42 @@ def test_runtime_imports_only_torch_numpy_av(bundle_path, tmp_path, photo_frames
     assert added == "[" and all(m.startswith("tqdm") for m in present.strip("[]'").split("', '") if m), out
 
 
+def test_a_library_run_leaves_the_process_as_it_found_it(bundle_path, tmp_path, photo_frames):
+    """No child process, no malloc setting and no thread count changed by ``import facecrop.runtime``,
+    ``load_bundle`` and runs (two, one after the other); ``tune_process`` is the opt-in that does change malloc."""
+    video = make_video(tmp_path / "v.mp4", photo_frames[:4])
+    code = textwrap.dedent(f"""
+        import ctypes, json, os
+        libc = ctypes.CDLL(None)
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                        "fsmblks", "uordblks", "fordblks", "keepcost")]
+        libc.mallinfo2.restype, libc.malloc.restype, libc.free.argtypes = MallInfo2, ctypes.c_void_p, [ctypes.c_void_p]
+        def mapped_by_itself():  # a 64 MiB block: above glibc's own mmap threshold, below tune_process's
+            before = libc.mallinfo2().hblkhd
+            block = libc.malloc(64 << 20)
+            mapped = libc.mallinfo2().hblkhd - before >= 64 << 20
+            libc.free(block)
+            return mapped
+        def children():
+            stats = [open(f"/proc/{{p}}/stat").read() for p in os.listdir("/proc") if p.isdigit()
+                     and os.path.exists(f"/proc/{{p}}/stat")]
+            return [s.split()[0] for s in stats if s.rsplit(")", 1)[1].split()[1] == str(os.getpid())]
+        import torch
+        threads = torch.get_num_threads()
+        import facecrop.runtime as rt
+        bundle = rt.load_bundle({str(bundle_path)!r})
+        for name in ("a", "b"):
+            rt.process_video(bundle, {str(video)!r}, {str(tmp_path)!r} + f"/{{name}}.npz", progress=False)
+        after = dict(mapped=mapped_by_itself(), threads=torch.get_num_threads() == threads, children=children())
+        from facecrop.runtime.tuning import tune_process
+        tune_process()
+        print(json.dumps(dict(after, tuned_mapped=mapped_by_itself())))
+    """)
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert out == {"mapped": True, "threads": True, "children": [], "tuned_mapped": False}, out
+
+
 def test_runtime_reads_as_modules_of_one_job():
     import ast
 
