@@ -33,6 +33,9 @@ class Batch:
     pts_seconds: np.ndarray  # [b] float64, NaN where the frame has no timestamp
     frames: np.ndarray  # [b, 3, H, W] uint8 RGB upright, channels-last (a view of the slot unless turned)
     rotation: int = 0  # degrees counterclockwise the stored frames were turned to show them upright
+    decoded_at: np.ndarray | None = None  # [b] time.perf_counter() when each frame arrived (a stream's latency)
+    gap_s: np.ndarray | None = None  # [b] seconds a live source was lost just before each frame
+    dropped_before: np.ndarray | None = None  # [b] frames dropped just before each (stream policy 'latest')
 
 
 @dataclass

@@ -20,15 +20,14 @@ import av
 import numpy as np
 
 from .bundle import Bundle
-from .calls import InOrderCalls
 from .checkpoint import checkpoint_folder
 from .crops import crops_folder
 from .decode_worker import declared_end, frames_per_batch
 from .decoder import Batch, Decoder, DecoderDied, End
+from .loop import DecodedBatches, module_results
 from .errors import RunInterrupted, UsageError, VideoError
 from .lock import OutputLock
 from .outputs import check_writable, refuse_overwrites
-from .native import intra_op_threads
 from .progress import Progress
 from .sink import ResultsSink
 from .track import DEFAULT_DIST_THRESHOLD, OnlineTracker
@@ -68,7 +67,7 @@ def run_outputs(output: Path, crops: str | None) -> dict[str, tuple[Path, bool]]
     return written
 
 
-def _video_info(video: Path) -> tuple[int, tuple[int, int], dict]:
+def video_info(video: Path) -> tuple[int, tuple[int, int], dict]:
     """Open the video once to check it has a video stream; returns (expected frames or 0, (width, height), identity)."""
     if not video.is_file():
         raise VideoError(f"video {video} not found")
@@ -136,7 +135,7 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
         raise UsageError(f"jpeg_quality is FFmpeg's quantiser, 2 (best) to 31, got {jpeg_quality!r}")
     check_writable(output)
     refuse_overwrites({"the video": video}, run_outputs(output, crops))
-    expected, (width, height), identity = _video_info(video)
+    expected, (width, height), identity = video_info(video)
     # "upright": the frames are turned as displayed (a checkpoint from before that is not continued).
     identity.update(artifact_sha256=bundle.manifest["artifact"]["sha256"], save_crops=save_crops, upright=True,
                     dist_threshold=float(dist_threshold), crops=crops, jpeg_quality=jpeg_quality)
@@ -175,53 +174,33 @@ def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder
     """
     done = sink.frames_done
     bar = Progress(expected, initial=done, enabled=progress)
-    low, high = bundle.side_bounds
-    needed = decoder_args(video, batch_size, done, high)
+    needed = decoder_args(video, batch_size, done, bundle.side_bounds[1])
     if decoder is None or decoder.args != needed:
         processes = decoder.processes if decoder is not None else None
         if decoder is not None:
             decoder.close()
         decoder = Decoder(*needed, processes=processes)
-    on_cpu = bundle.device_type == "cpu"
-    # The decoding process gets a core of its own; the module's calls share the others (see calls.py).
-    workers, threads = (getattr(bundle, "parallel", 1) if on_cpu else 1), intra_op_threads()
-    per_call = max(1, (threads - 1) // workers)
-    calls = InOrderCalls(workers, per_call, inline=not on_cpu, queued=QUEUED_CALLS)
-
-    def finish(batch: Batch, outputs: dict[str, np.ndarray]) -> None:
-        sink.add(*_collect(outputs, batch, sink.tracker, sink.keep_crops))
-        decoder.release(batch.slot)
-        bar.update(len(batch.frame_index))
-        if on_frames is not None:
-            on_frames(len(batch.frame_index))
-        if sink.pending_frames >= checkpoint_frames:
-            sink.flush()
-
-    def finish_all() -> None:  # the batches still in the module, in order: results to keep
-        while calls:
-            finish(*calls.take())
-
+    batches = DecodedBatches(decoder, bundle.side_bounds, video)
+    results = module_results(bundle, batches, queued=QUEUED_CALLS)
     try:
-        if not on_cpu:  # a GPU's first call at a batch size sets up its kernels: done while the decoder starts
-            # (on the CPU a blank batch cost more than it saved once two batches overlap: docs/speed.md, step 18).
-            # As the video's batches come; a container that does not declare the frame size gets batch_size.
+        if bundle.device_type != "cpu":  # a GPU's first call at a batch size sets up its kernels: done while the
+            # decoder starts (on the CPU a blank batch cost more than it saved once two batches overlap:
+            # docs/speed.md, step 18). As the video's batches come; a container that does not declare the frame
+            # size gets batch_size.
             bundle.warm_up(min(frames_per_batch(batch_size, max(1, width), max(1, height)), max(1, expected - done)))
-        for item in decoder:
-            if isinstance(item, End):
-                break
-            height, width = item.frames.shape[2:]
-            if not (low <= height <= high and low <= width <= high):
-                finish_all()
-                raise VideoError(f"{video}: frame {item.frame_index[0]} is {width}x{height}, outside the bundle's "
-                                 f"{low}-{high} px a side{_kept(sink, pending=True)}")
-            calls.submit(item, bundle.run_frames, item.frames)
-            if calls.full():
-                finish(*calls.take())
-        finish_all()
+        for batch, outputs in results:
+            sink.add(*_collect(outputs, batch, sink.tracker, sink.keep_crops))
+            batches.release(batch)
+            bar.update(len(batch.frame_index))
+            if on_frames is not None:
+                on_frames(len(batch.frame_index))
+            if sink.pending_frames >= checkpoint_frames:
+                sink.flush()
         sink.flush()
-        return item
+        return batches.end
+    except VideoError as err:  # a frame outside the bundle's sizes
+        raise VideoError(f"{err}{_kept(sink, pending=True)}") from None
     except DecoderDied as err:
-        finish_all()
         raise VideoError(f"{video}: {err}{_kept(sink, pending=True)}") from None
     except OSError as err:  # the results or crops cannot be written: a full disk, a folder gone read-only
         raise _write_failed(video, err, sink, expected) from None
@@ -229,7 +208,7 @@ def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder
         kept = _kept(sink, pending=True) or "; no frame was processed"
         raise RunInterrupted(f"{str(err) or 'interrupted'} while processing {video}{kept}") from None
     finally:
-        calls.close()  # batches still in the module are dropped: a resumed run computes them again
+        results.close()  # batches still in the module are dropped: a resumed run computes them again
         try:
             sink.flush_interrupted()  # results computed before an error or interrupt are kept
         except OSError:

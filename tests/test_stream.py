@@ -89,6 +89,18 @@ def test_a_dropped_stream_is_reconnected_and_the_gap_reported(bundle):
     assert live.stats["gaps_s"] == gaps and live.source.gave_up_s > 0.5
 
 
+@pytest.mark.parametrize("policy", ["all", "latest"])
+def test_a_file_through_stream_is_process_video_frame_for_frame(bundle, offline, policy):
+    """A file runs through the one loop as process_video runs it: every frame, whatever the policy (a file
+    is never dropped from), and with the same batches (8 frames) the same bytes."""
+    with stream(bundle, real_media("example_vid.mp4"), batch_size=8, policy=policy) as results:
+        got = list(results)
+    assert [r["frame_index"] for r in got] == list(range(len(offline["valid"])))
+    for name in ("valid", "face_idx", "conf", "bbox", "lms", "crop_mat", "pts_seconds"):
+        assert np.array_equal(stacked(got, name), offline[name]), name
+    assert results.source is None and results.stats["dropped"] == 0 and results.stats["frames"] == len(got)
+
+
 def test_app_frames_including_a_size_change(bundle, offline):
     import av
 
