@@ -67,7 +67,7 @@ def _child_facecrop(spec: dict) -> dict:
     start = time.perf_counter()
     tune_process()  # as `facecrop run` does
     # As `facecrop run` does: the video decodes while the bundle loads (process_video takes the decoder over).
-    side = int(read_manifest(spec["bundle"])["input"]["max_side"])
+    side = int(read_manifest(Path(spec["bundle"]))["input"]["max_side"])
     early = Decoder(*decoder_args(spec["video"], spec["batch_size"], 0, side))
     bundle = load_bundle(spec["bundle"])
     setup = time.perf_counter() - start

@@ -118,6 +118,9 @@ class TimedBundle:
     def __init__(self, bundle):
         self.bundle, self.calls = bundle, []
 
+    def __getattr__(self, name):  # everything else the loop asks a bundle (device_type, parallel, ...)
+        return getattr(self.bundle, name)
+
     def run_frames(self, frames):  # what the runtime's stream calls (numpy in and out)
         start = time.perf_counter()
         out = self.bundle.run_frames(frames)

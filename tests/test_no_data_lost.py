@@ -336,3 +336,29 @@ def test_full_disk_with_png_crops_leaves_no_crop_past_the_checkpoint(bundle_path
     assert "results for frames 0-255 are kept" in err, err
     frames_with_crops = {int(Path(p).stem[len("frame_"):]) for p in (tmp_path / "listing").read_text().split()}
     assert frames_with_crops and max(frames_with_crops) < 256  # the checkpointed frames' crops, no later one
+
+
+def test_ctrl_c_in_a_dataset_run_keeps_every_frame_and_says_so(bundle_path, bundle, frames, tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    video = make_video(folder / "long.mp4", np.concatenate([frames] * 5))  # 240 frames: no chunk before 256
+    out = tmp_path / "out"
+    proc = subprocess.Popen([str(FACECROP), "run", str(bundle_path), str(folder), "-o", str(out)],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    partial = dataset.output_path(out, video).with_name("long.mp4.npz.partial")
+    wait_for(partial / "meta.json", proc)
+    time.sleep(0.5)  # some batches in
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    said = [line for line in stderr.replace("\r", "\n").splitlines() if line.startswith("facecrop:")]
+    assert proc.returncode == 130 and len(said) == 1 and "Traceback" not in stderr, stderr
+    assert "0 of 1 videos finished in this run" in said[0] and "run the same command again" in said[0], said
+    kept = int(re.search(r"results for frames 0-(\d+) are kept", said[0]).group(1)) + 1
+    meta = json.loads((partial / "meta.json").read_text())
+    assert sum(c["frames"] for c in meta["chunks"]) == kept > 0  # every frame computed, not whole chunks only
+    again = subprocess.run([str(FACECROP), "run", str(bundle_path), str(folder), "-o", str(out)],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    want = npz(process_video(bundle, video, tmp_path / "want.npz", progress=False))
+    got = npz(dataset.output_path(out, video))
+    assert all(np.array_equal(got[k], want[k], equal_nan=True) for k in want)
