@@ -20,7 +20,9 @@ import warnings
 from pathlib import Path
 
 
+from facecrop.runtime.crops import CROP_FORMATS
 from facecrop.runtime.errors import FacecropError
+from facecrop.runtime.stream import POLICIES
 
 
 class UserError(FacecropError):
@@ -266,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=_positive, default=8)
     run.add_argument("--device", default=None)
     run.add_argument("--save-crops", action="store_true", help="also save every face crop in the results file")
-    run.add_argument("--crops", choices=["png", "jpg", "mp4", "webdataset"], default=None,
+    run.add_argument("--crops", choices=CROP_FORMATS, default=None,
                      help="write every face's crops to <results>.crops/: png or jpg folders (one per face id), "
                           "mp4 (one video per face id) or webdataset tar shards (see bundles/README.md)")
     run.add_argument("--jpeg-quality", type=int, default=2, metavar="Q",
@@ -287,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="dataset run: one worker per device, e.g. cuda:0 cuda:1")
     run.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                      help="dataset run on a Ray cluster (default: the one `ray start` made here)")
-    run.add_argument("--policy", choices=["all", "latest"], default="all",
+    run.add_argument("--policy", choices=POLICIES, default="all",
                      help="live source: process every frame (latency grows when compute falls behind), or keep up "
                           "by dropping the oldest waiting frames (counted)")
     run.add_argument("--max-delay", type=float, default=0.03, metavar="SECONDS",

@@ -6,7 +6,8 @@
 
 The public API:
 
-- ``load_bundle(path, device=None) -> Bundle``: load and self-check a bundle; ``bundle(frames)``
+- ``load_bundle(path, device=None, engine=None) -> Bundle``: load and self-check a bundle (``engine='torch'``
+  or ``$FACECROP_ENGINE=torch``: an aoti CPU bundle through torch's own loader, the fallback); ``bundle(frames)``
   maps uint8 ``[B, 3, H, W]`` RGB frames of any size to the per-frame outputs, ``bundle.run_frames``
   the same in numpy (``bundle.py``; ``aoti.py`` and ``native.py`` run an aoti CPU module without torch).
 - ``process_video(bundle, video, output, ...)``: every frame of a video, upright, with face ids,
@@ -15,16 +16,16 @@ The public API:
   HTTP, TCP, ...), a capture device or the app's frames, within a latency bound (``stream.py``).
 - ``OnlineTracker``: the face ids, one frame at a time (``track.py``).
 - ``summarize_results(path)``: a results file's quality summary (``quality.py``).
-- Errors: ``BundleError`` (a wrong or damaged bundle), ``VideoError`` (a video or output that cannot
+- Errors, all ``FacecropError`` (``errors.py``): ``BundleError`` (a wrong or damaged bundle), ``VideoError`` (a video or output that cannot
   be processed), ``RunInterrupted`` (Ctrl-C, what was kept); warnings ``CheckpointDamaged``,
   ``StaleCropsRemoved``. No run writes over its inputs or its other outputs (``outputs.py``).
 - ``FORMAT_VERSION``: the bundle format it reads; ``CROP_FORMATS``: the crop files it writes.
 
-Inside, one loop (``video.py``): a decoding process (``decoder.py``, ``decode_worker.py``) hands
-batches to the module, two at once on a CPU (``calls.py``; ``aoti.py`` runs AOTInductor's library
-without the GIL); ``sink.py`` gives ids and writes checkpoint chunks (``checkpoint.py``) and
-crop files (``crops.py``); ``lock.py`` keeps one run per output; ``progress.py`` draws the bar.
-Live: ``sources.py`` opens and reopens sources, ``stream.py`` batches under the latency bound.
+Inside, one loop (``loop.py``): a source's batches (a file's from its decoding process, ``decoder.py``;
+a live source's from ``stream.py``'s batcher over ``sources.py``) go through the module, two at once on a
+CPU (``calls.py``; ``aoti.py`` runs AOTInductor's library without the GIL), and come out in order to
+``process_video``'s sink (``sink.py``: ids, ``checkpoint.py``, ``crops.py``) or ``stream()``'s results.
+``outputs.py`` refuses an output over an input; ``tuning.py`` holds the opt-in process-wide settings.
 """
 
 from .bundle import FORMAT_VERSION, Bundle, BundleError, load_bundle
