@@ -41,3 +41,11 @@ def test_users_errors_are_one_line_unless_traceback_is_asked_for(bundle_path, tm
     assert main(["--traceback", "run", str(bundle_path), missing, "-o", str(tmp_path / "r.npz")]) == 1
     err = capfd.readouterr().err
     assert "Traceback (most recent call last)" in err and err.strip().endswith(f"input {missing} does not exist")
+
+
+def test_warnings_are_said_by_whoever_warned(capfd):
+    from facecrop.cli import _warn_in_one_line
+
+    _warn_in_one_line("a warning of Ray's", UserWarning, "/v/lib/python3.11/site-packages/ray/data/context.py", 1)
+    _warn_in_one_line("one of ours", UserWarning, "/work/main/runtime/video.py", 1)
+    assert capfd.readouterr().err.splitlines() == ["ray: warning: a warning of Ray's", "facecrop: warning: one of ours"]
