@@ -148,7 +148,7 @@ def _input(text: str) -> Path | str:
 
 
 def _is_live(source) -> bool:
-    return isinstance(source, str)
+    return isinstance(source, str)  # _input keeps live sources as written, everything else as a Path
 
 
 def _run_live(args: argparse.Namespace) -> None:
@@ -356,9 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:  # one line, not the traceback: what was kept, and how to go on
         said = str(err) or "interrupted"
         if args.func is _run and "kept in" in said:
-            again = "again, without --force," if args.force else "again"
-            said += (f"; run the same command with --resume{' instead of --force' if args.force else ''} to continue"
-                     if _single_video(args) else f"; run the same command {again} to continue (finished videos are skipped)")
+            if _single_video(args):
+                said += f"; run the same command with --resume{' instead of --force' if args.force else ''} to continue"
+            else:
+                said += (f"; run the same command again{', without --force,' if args.force else ''} to continue "
+                         "(finished videos are skipped)")
         print(f"facecrop: {said}", file=sys.stderr)
         return 143 if said.startswith("stopped by SIGTERM") else 130
     finally:
