@@ -1,10 +1,15 @@
-"""Train on facecrop's crops: WebDataset shards from ``facecrop run --crops webdataset`` into a torch DataLoader.
+"""Train on facecrop's face tubes: the WebDataset shards of a run, in batches that never mix videos.
 
-Usage: ``python examples/webdataset_loader.py CROPS_FOLDER [CROPS_FOLDER ...] [--batch-size 32]``,
-where each folder is a ``<results>.crops/`` of a run (one video's shards; a dataset run has one
-per video). Prints each batch's shapes and the first sample's face id, frame and ``crop_mat``.
-Every sample is an RGB crop with the JSON that maps it back to its video: the crop matrix turns
-crop pixels back into frame pixels (``inverse(crop_mat) @ (x, y, 1)``).
+Usage: ``python examples/webdataset_loader.py FOLDER [FOLDER ...] [--batch-size 32]``, where a folder
+is a dataset run's output folder (``facecrop run BUNDLE VIDEOS -o OUT --crops webdataset``: one
+``<video>.crops/`` of shards per video, nested as the videos were) or one ``<results>.crops/``.
+Prints each batch's video, tubes and shapes.
+
+Every sample is a tube frame's RGB crop with the JSON that maps it back to its video (``video``,
+``tube`` ``<video stem>/<face id>/<tube index>``, ``frame_index``, ``crop_mat``: ``inverse(crop_mat)
+@ (x, y, 1)`` turns crop pixels into frame pixels). Shards are read in order, a video's tubes in frame
+order; a batch ends where the video changes, so face ids (which only mean something within a video)
+are never mixed across videos in one batch.
 """
 
 from __future__ import annotations
@@ -14,35 +19,48 @@ import sys
 from pathlib import Path
 
 
-def loader(folders: list[Path], batch_size: int, workers: int = 0):
-    """A DataLoader of ``(crops float [B, 3, S, S] in 0-1, face_idx [B], frame_index [B], crop_mat [B, 3, 3])``."""
+def shards(folders: list[Path]) -> list[str]:
+    """Every ``shard-*.tar`` under ``folders``, a video's shards together and in order."""
+    found = sorted(str(p) for folder in folders for p in Path(folder).rglob("shard-*.tar"))
+    if not found:
+        raise SystemExit(f"no shard-*.tar under {', '.join(map(str, folders))}: run facecrop with --crops webdataset")
+    return found
+
+
+def loader(folders: Path | list[Path], batch_size: int = 32):
+    """Batches as dicts: ``crops`` float ``[B, 3, S, S]`` in 0-1, ``crop_mat [B, 3, 3]``, ``frame_index [B]``,
+    ``video`` (one path per batch) and ``tube`` (B tube ids)."""
     import torch
     import webdataset as wds
 
-    shards = sorted(str(p) for folder in folders for p in folder.glob("shard-*.tar"))
-    if not shards:
-        raise SystemExit(f"no shard-*.tar in {', '.join(map(str, folders))}: run facecrop with --crops webdataset")
+    folders = [folders] if isinstance(folders, (str, Path)) else folders
+    samples = wds.WebDataset(shards(folders), shardshuffle=False).decode("rgb8").to_tuple("png", "json")
+    batch: list = []
 
-    def to_tensors(sample):
-        image, meta = sample
-        return (torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255, meta["face_idx"], meta["frame_index"],
-                torch.tensor(meta["crop_mat"]))
+    def done():
+        return {"crops": torch.stack([torch.from_numpy(image.copy()).permute(2, 0, 1) for image, _ in batch]).float() / 255,
+                "crop_mat": torch.tensor([meta["crop_mat"] for _, meta in batch]),
+                "frame_index": torch.tensor([meta["frame_index"] for _, meta in batch]),
+                "video": batch[0][1]["video"], "tube": [meta["tube"] for _, meta in batch]}
 
-    dataset = wds.WebDataset(shards, shardshuffle=False).decode("rgb8").to_tuple("png", "json").map(to_tensors)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    for image, meta in samples:
+        if batch and (len(batch) == batch_size or meta["video"] != batch[0][1]["video"]):
+            yield done()
+            batch = []
+        batch.append((image, meta))
+    if batch:
+        yield done()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="+", type=Path, help="<results>.crops/ folders holding shards")
+    parser.add_argument("folders", nargs="+", type=Path, help="a dataset run's output folder, or <results>.crops/")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
     samples = 0
-    for crops, face_idx, frame_index, crop_mat in loader(args.folders, args.batch_size):
-        if samples == 0:
-            print(f"first sample: face {int(face_idx[0])} in frame {int(frame_index[0])}, crop_mat {crop_mat[0].tolist()}")
-        print(f"batch: crops {tuple(crops.shape)} {crops.dtype}, faces {sorted(set(face_idx.tolist()))}")
-        samples += len(crops)
+    for batch in loader(args.folders, args.batch_size):
+        print(f"{Path(batch['video']).name}: crops {tuple(batch['crops'].shape)}, tubes {sorted(set(batch['tube']))}")
+        samples += len(batch["crops"])
     print(f"{samples} crops")
     return 0
 

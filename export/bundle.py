@@ -321,6 +321,14 @@ def write_bundle(module: torch.nn.Module, config: PipelineConfig, *, backend: st
     return target
 
 
+# The weights a bundle carries are InsightFace's: their terms travel with every bundle and crops folder.
+MODELS_LICENCE = {
+    "models": "InsightFace pretrained models (SCRFD detectors, 2d106det, 1k3d68)",
+    "terms": "non-commercial research use only, as InsightFace releases them",
+    "source": "https://github.com/deepinsight/insightface (release v0.7, buffalo packs)",
+}
+
+
 def _manifest(config, backend, device, dtype, name, version, source_models, reference, artifact, golden,
               cases, tolerance, compile_configs) -> dict:
     import torchvision
@@ -333,6 +341,7 @@ def _manifest(config, backend, device, dtype, name, version, source_models, refe
         "facecrop_version": __version__,
         "config": config.to_dict(),
         "source_models": {role: {"file": Path(p).name, "sha256": sha256_file(p)} for role, p in source_models.items()},
+        "licence": MODELS_LICENCE,
         "environment": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                         "python": platform.python_version(), "platform": platform.platform()},
         "backend": backend,
@@ -374,7 +383,12 @@ def export_from_args(args: argparse.Namespace) -> Path:
 
 def inspect_from_args(args: argparse.Namespace) -> None:
     """``facecrop inspect``: print the manifest, then load the bundle with every runtime check."""
-    print(json.dumps(read_manifest(Path(args.bundle)), indent=2))
+    manifest = read_manifest(Path(args.bundle))
+    print(json.dumps(manifest, indent=2))
+    licence = manifest.get("licence")
+    print("models' licence: " + (f"{licence['terms']} ({licence['models']}; {licence['source']})" if licence
+                                 else "not recorded (a bundle from before licences were recorded): "
+                                      f"{MODELS_LICENCE['terms']} ({MODELS_LICENCE['source']})"))
     start = time.perf_counter()
     try:
         bundle = load_bundle(args.bundle, device=args.device)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 
 from facecrop.runtime.crops import CROP_FORMATS
+from facecrop.runtime.tubes import TubeOptions
 from facecrop.runtime.errors import FacecropError
 from facecrop.runtime.stream import POLICIES
 
@@ -86,8 +87,11 @@ def _single_video(args: argparse.Namespace) -> bool:
 
 def _run_options(args: argparse.Namespace) -> dict:
     """What ``facecrop run`` writes besides the per-frame arrays: ``process_video``'s keyword arguments."""
+    from facecrop.runtime.tubes import TubeOptions
+
+    tubes = TubeOptions(**{name: getattr(args, name) for name in TubeOptions.names()})
     return {"save_crops": args.save_crops, "crops": args.crops, "jpeg_quality": args.jpeg_quality,
-            "dist_threshold": args.dist_threshold, "present_threshold": args.present_threshold}
+            "dist_threshold": args.dist_threshold, "present_threshold": args.present_threshold, "tubes": tubes}
 
 
 def _report_bundle(bundle) -> None:
@@ -132,6 +136,27 @@ def _run_one(args: argparse.Namespace) -> None:
         print(f"facecrop: {warning}", file=sys.stderr)
     if args.visualize is not None:
         print(f"wrote overlay {write_overlay(args.inputs[0], output, args.visualize)}", file=sys.stderr)
+    if args.report:
+        from facecrop.report import write_report
+
+        print(f"wrote report {write_report(output, video=args.inputs[0])}", file=sys.stderr)
+
+
+def _report(args: argparse.Namespace) -> None:
+    """``facecrop report RESULTS``: a results file's page, or a dataset output folder's index and pages."""
+    from facecrop import dataset
+    from facecrop.report import write_dataset_report, write_report
+
+    if args.results.is_dir():
+        rows = [row for row in dataset.Manifest(args.results).latest().values() if row]
+        if not rows:
+            raise UserError(f"{args.results} holds no {dataset.MANIFEST} with finished videos: not a dataset run's folder")
+        written = write_dataset_report(args.results, rows, args.output)
+    elif args.results.suffix == ".npz" and args.results.is_file():
+        written = write_report(args.results, args.output, args.video)
+    else:
+        raise UserError(f"{args.results}: expected a results .npz file or a dataset run's output folder")
+    print(f"wrote report {written}", file=sys.stderr)
 
 
 def _input(text: str) -> Path | str:
@@ -210,6 +235,13 @@ def _run(args: argparse.Namespace) -> None:
         rows, skipped = dataset.run_local(args.bundle, args.inputs, args.output, devices=devices,
                                           batch_size=args.batch_size, options=_run_options(args), force=args.force)
     print(dataset.summary(rows, skipped, time.perf_counter() - start), file=sys.stderr)
+    if args.report:
+        from facecrop.report import write_dataset_report
+
+        latest = dataset.Manifest(args.output).latest()
+        videos = [str(r["video"]) for r in rows + skipped]
+        current = [latest[v] for v in videos if latest.get(v)]
+        print(f"wrote report {write_dataset_report(args.output, current)}", file=sys.stderr)
     failed = sum(r["status"] == "failed" for r in rows)
     if failed:
         raise UserError(f"{failed} of {len(rows) + len(skipped)} videos failed; see {args.output / dataset.MANIFEST}")
@@ -258,6 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--device", default=None)
     inspect.set_defaults(func=_inspect)
 
+    report = sub.add_parser("report", help="write an HTML page of a run's faces, tubes and quality")
+    report.add_argument("results", type=Path, help="a results .npz file, or a dataset run's output folder")
+    report.add_argument("-o", "--output", type=Path, default=None,
+                        help="the page (default <results>.report.html), or the folder of a dataset's pages "
+                             "(default <folder>/report/)")
+    report.add_argument("--video", type=Path, default=None, help="the video, where it moved since the run")
+    report.set_defaults(func=_report)
+
     run = sub.add_parser("run", help="run a bundle on a video, or on a dataset of videos")
     run.add_argument("bundle", type=Path)
     run.add_argument("inputs", type=_input, nargs="+", metavar="INPUT",
@@ -269,8 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=None)
     run.add_argument("--save-crops", action="store_true", help="also save every face crop in the results file")
     run.add_argument("--crops", choices=CROP_FORMATS, default=None,
-                     help="write every face's crops to <results>.crops/: png or jpg folders (one per face id), "
-                          "mp4 (one video per face id) or webdataset tar shards (see bundles/README.md)")
+                     help="write the face tubes' smoothed crops to <results>.crops/: mp4 (one video per tube, with "
+                          "its sound), png or jpg folders (one per tube) or webdataset tar shards (bundles/README.md)")
     run.add_argument("--jpeg-quality", type=int, default=2, metavar="Q",
                      help="--crops jpg: FFmpeg's JPEG quantiser, 2 (best, the default) to 31")
     run.add_argument("--dist-threshold", type=float, default=250.0, metavar="PX",
@@ -279,6 +319,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--present-threshold", type=float, default=0.1, metavar="FRACTION",
                      help="face ids in fewer than this fraction of frames are marked in track_kept (rows are "
                           "kept; Medusa's default 0.1)")
+    tubes = run.add_argument_group("face tubes (runs of frames of one face, cut stably; docs/tubes.md)")
+    defaults = TubeOptions()
+    tubes.add_argument("--min-tube", type=_positive, default=defaults.min_tube, metavar="FRAMES",
+                       help=f"drop tubes shorter than this (default {defaults.min_tube})")
+    tubes.add_argument("--max-tube", type=_positive, default=defaults.max_tube, metavar="FRAMES",
+                       help=f"split tubes longer than this (default {defaults.max_tube})")
+    tubes.add_argument("--max-gap", type=int, default=defaults.max_gap, metavar="FRAMES",
+                       help=f"a face missing for more frames than this ends its tube (default {defaults.max_gap})")
+    tubes.add_argument("--smooth", dest="smooth_s", type=float, default=defaults.smooth_s, metavar="SECONDS",
+                       help=f"crop smoothing, a Gaussian's sigma in seconds; 0 for raw crops (default {defaults.smooth_s})")
+    tubes.add_argument("--still-speed", type=float, default=defaults.still_speed, metavar="PX",
+                       help="crop speed (image pixels a frame) at which smoothing halves: faster faces are followed "
+                            f"more closely (default {defaults.still_speed})")
+    tubes.add_argument("--max-shift", type=float, default=defaults.max_shift, metavar="FRACTION",
+                       help="a crop moving more than this fraction of its side between detections starts a new tube "
+                            f"(default {defaults.max_shift})")
+    tubes.add_argument("--max-zoom", type=float, default=defaults.max_zoom, metavar="RATIO",
+                       help=f"a crop scaling by more than this between detections starts a new tube (default {defaults.max_zoom})")
+    tubes.add_argument("--keep-all", action="store_true",
+                       help="write the tubes of every face id, not only of tracks kept by --present-threshold")
+    tubes.add_argument("--min-face", type=float, default=defaults.min_face, metavar="PX",
+                       help="drop faces whose box is smaller (square root of its area, pixels)")
+    tubes.add_argument("--max-yaw", type=float, default=None, metavar="DEGREES", help="drop faces turned further")
+    tubes.add_argument("--max-pitch", type=float, default=None, metavar="DEGREES", help="drop faces tilted further")
+    tubes.add_argument("--min-sharpness", type=float, default=defaults.min_sharpness, metavar="VAR",
+                       help="drop faces whose crop is blurrier (variance of the Laplacian)")
+    run.add_argument("--report", action="store_true",
+                     help="write an HTML report at the end (<results>.report.html, or <folder>/report/index.html)")
     run.add_argument("--visualize", type=Path, default=None, metavar="FILE", help="write an overlay video (one video)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run (one video)")
     run.add_argument("--force", action="store_true",

@@ -28,6 +28,7 @@ from facecrop.runtime.checkpoint import checkpoint_folder
 from facecrop.runtime.decoder import Decoder, DecoderProcesses
 from facecrop.runtime.errors import RunInterrupted, StaleCheckpoint, UsageError
 from facecrop.runtime.lock import OutputLock
+from facecrop.runtime.tubes import TubeOptions
 from facecrop.runtime.video import decoder_args
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts",
@@ -152,8 +153,8 @@ class Manifest:
             row = self.current.get(video)
             if row is None or row.get("status") == "failed":
                 continue
-            changes = {f"setting {k}": (row["settings"].get(k), v) for k, v in settings.items()
-                       if row["settings"].get(k) != v}
+            then, now = _flat(row["settings"]), _flat(settings)
+            changes = {f"setting {k}": (then.get(k), v) for k, v in now.items() if then.get(k) != v}
             if row["bundle_sha256"] != bundle_sha256:
                 changes["bundle"] = (row["bundle_sha256"][:12], bundle_sha256[:12])
             if changes:
@@ -182,6 +183,17 @@ def video_identity(video: Path) -> dict:
     """What tells a changed file from the one a manifest row was made from."""
     stat = video.stat()
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """Nested settings as one level, ``{"tubes": {"min_tube": 16}}`` -> ``{"tubes.min_tube": 16}``."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def plan(videos: list[Path], out_dir: Path, manifest: Manifest, bundle_sha256: str, settings: dict,
@@ -222,11 +234,15 @@ def prepare_output(out_dir: Path) -> None:
 
 def run_settings(options: dict | None) -> dict:
     """The run options a manifest records (``process_video``'s keyword arguments; all change results)."""
-    settings = {"save_crops": False, "crops": None, "jpeg_quality": 2, "dist_threshold": 250.0, "present_threshold": 0.1}
+    settings = {"save_crops": False, "crops": None, "jpeg_quality": 2, "dist_threshold": 250.0, "present_threshold": 0.1,
+                "tubes": TubeOptions().as_dict()}
     unknown = set(options or {}) - set(settings)
     if unknown:
         raise UsageError(f"unknown run options {sorted(unknown)}; expected some of {sorted(settings)}")
-    return {**settings, **(options or {})}
+    settings = {**settings, **(options or {})}
+    if isinstance(settings["tubes"], TubeOptions):  # recorded as the plain dict a manifest holds
+        settings["tubes"] = settings["tubes"].as_dict()
+    return settings
 
 
 def run_one(bundle: Bundle, job: Job, options: dict | None = None, batch_size: int = 8, force: bool = False,
@@ -246,7 +262,8 @@ def run_one(bundle: Bundle, job: Job, options: dict | None = None, batch_size: i
     try:
         row["identity"] = video_identity(job.video)
         job.output.parent.mkdir(parents=True, exist_ok=True)
-        kwargs = dict(batch_size=batch_size, progress=False, on_frames=on_frames, resume=True, **settings)
+        kwargs = dict(batch_size=batch_size, progress=False, on_frames=on_frames, resume=True,
+                      **{**settings, "tubes": TubeOptions(**settings["tubes"])})
         try:
             process_video(bundle, job.video, job.output, decoder=decoder, force=force, **kwargs)
         except StaleCheckpoint:  # made from an earlier version of the file or other settings: start it again

@@ -192,7 +192,7 @@ class Bundle:
         with torch.inference_mode():
             frames = frames.to(self.device).contiguous(memory_format=self.memory_format)
             # A copy only where the frames are not in that layout yet (decoded frames are), or start inside
-            # a 64-bit word (the module reads pixels as words: facecrop.pixels).
+            # a 64-bit word (the module reads pixels as words: facecrop.runtime.pixels).
             outputs = self.module(frames.clone(memory_format=self.memory_format) if frames.storage_offset() % 8 else frames)
         return dict(zip(self.output_names, outputs))
 

@@ -1,21 +1,26 @@
-"""Face crops on disk, where training code reads them: image folders, per-face videos, WebDataset shards.
+"""Face tubes on disk, where training code reads them: per-tube videos with sound, image folders, shards.
 
-A run with ``crops=FORMAT`` writes every tracked face's crops into ``<output>.partial/crops/`` as
-the frames come (on a thread of its own, so writing overlaps decoding and compute), in step with
-the checkpoint: a chunk of results is recorded only once its crops are on disk. The finished
-folder is renamed to ``<results stem>.crops/`` beside the results file (``talk.npz`` ->
-``talk.crops/``). A resumed run rewrites the crops of the frames after its checkpoint, with the
-same names and, for ``png`` and ``webdataset``, the same bytes. Layouts (``bundles/README.md``):
+A run with ``crops=FORMAT`` writes its tubes (:mod:`facecrop.runtime.tubes`) once the video's
+results are complete, because a tube's smoothed crop needs the frames after it: the video is
+decoded a second time (frames upright, as the run saw them), each tube's crops are cut from it with
+the smoothed matrices (the bundle's own sampler, :func:`~facecrop.runtime.warp.sample_crops`) and
+written into ``<output>.partial/crops/``, which then replaces ``<results stem>.crops/`` (``talk.npz`` ->
+``talk.crops/``) in one rename. An interrupted run keeps its checkpoint; run again to write them.
 
-- ``png`` (lossless), ``jpg``: ``face_0003/frame_000123.png``: one folder per face id.
-- ``mp4``: ``face_0003.mp4`` (H.264, the crops in frame order) and ``face_0003.frames.txt`` (the
-  frame index of each of its frames, one a line); encoded at the end from the crops the
-  checkpoint keeps.
-- ``webdataset``: ``shard-000000.tar``, one shard per checkpoint chunk; a sample per face crop:
-  ``<key>.png`` and ``<key>.json`` (video, frame_index, pts_seconds, face_idx, conf, bbox, lms,
-  crop_mat), key ``<video stem>_f000123_face0003``.
+Layouts (``bundles/README.md``), a tube being ``face_<id>/tube_<n>``:
 
-Images are encoded by PyAV (FFmpeg's png and mjpeg encoders): no dependency beyond the runtime's.
+- ``mp4``: ``face_0003/tube_000.mp4``: H.264 at the source's frame rate and timestamps (from 0), with
+  the source's sound for exactly the tube's time range (AAC, cut to the sample), and
+  ``face_0003/tube_000.frames.txt``, the source frame index of each of its frames, one a line.
+- ``png`` (lossless), ``jpg``: ``face_0003/tube_000/frame_000123.png``, named by source frame index.
+- ``webdataset``: ``shard-000000.tar`` ... (up to ``SHARD_SAMPLES`` samples each, in frame order), a
+  sample per tube frame: ``<key>.png`` and ``<key>.json`` (video, tube, face_idx, frame_index,
+  pts_seconds, detected, conf, bbox, lms, crop_mat, quality), key
+  ``<video stem>_face0003_tube000_f000123``.
+
+Every crops folder holds ``tubes.json`` (each tube's frames, times, files and quality summary) and
+``meta.json`` (what made it, with the models' licence). Images are encoded by PyAV (FFmpeg's png and
+mjpeg encoders), video by libx264: no dependency beyond the runtime's.
 """
 
 from __future__ import annotations
@@ -23,22 +28,27 @@ from __future__ import annotations
 import io
 import json
 import os
-import queue
 import re
 import shutil
 import tarfile
-import threading
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+import torch
 from av.video.reformatter import VideoReformatter
 
-__all__ = ["CROP_FORMATS", "META", "CropWriter", "crops_folder", "encode_mp4s", "replace_folder"]
+from .decode_worker import quarter_turns
+from .decoder import upright
+from .warp import sample_crops
+
+__all__ = ["CROP_FORMATS", "META", "TUBES", "crops_folder", "replace_folder", "write_tubes"]
 
 CROP_FORMATS = ("png", "jpg", "mp4", "webdataset")
 META = "meta.json"
+TUBES = "tubes.json"
+SHARD_SAMPLES = 1000
 
 
 def crops_folder(output: Path) -> Path:
@@ -46,8 +56,13 @@ def crops_folder(output: Path) -> Path:
     return output.with_suffix(".crops")
 
 
+def tube_name(face: int, number: int) -> str:
+    """A tube's path in its crops folder, without suffix: ``face_0003/tube_000``."""
+    return f"face_{face:04d}/tube_{number:03d}"
+
+
 class ImageEncoder:
-    """RGB uint8 ``[3, S, S]`` crops -> PNG (``compression_level`` 1: 4x faster than the default, same
+    """RGB uint8 ``[S, S, 3]`` crops -> PNG (``compression_level`` 1: 4x faster than the default, same
     pixels) or JPEG bytes (4:4:4, FFmpeg's fixed quantiser ``quality``: 2 is the best, 31 the worst)."""
 
     def __init__(self, fmt: str, size: int, quality: int = 2):
@@ -59,19 +74,10 @@ class ImageEncoder:
         self.pix_fmt, self.to_pix_fmt = pix_fmt, VideoReformatter()  # swscale set up once, not for every crop
 
     def __call__(self, crop: np.ndarray) -> bytes:
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(crop.transpose(1, 2, 0)), format="rgb24")
+        frame = av.VideoFrame.from_ndarray(crop, format="rgb24")
         if self.pix_fmt != "rgb24":
             frame = self.to_pix_fmt.reformat(frame, format=self.pix_fmt)
         return b"".join(bytes(p) for p in self.context.encode(frame))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _sample_key(video: str) -> str:
@@ -79,147 +85,208 @@ def _sample_key(video: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", Path(video).stem)
 
 
-class CropWriter:
-    """Writes the crops of each batch (see :meth:`put`) into ``folder`` on a thread of its own.
+def write_tubes(video: Path, folder: Path, results: dict[str, np.ndarray], tubes: list[dict], fmt: str,
+                size: int, jpeg_quality: int = 2) -> None:
+    """Write the crops of ``tubes`` (:func:`~facecrop.runtime.tubes.summarize_tubes`, each with its
+    ``name``) of ``video`` into ``folder`` (made afresh) as ``fmt``.
 
-    Args:
-        folder: the crops folder being filled (``<output>.partial/crops/``).
-        fmt: one of :data:`CROP_FORMATS`; ``mp4`` writes nothing here (see :func:`encode_mp4s`).
-        video: the video's path, recorded with every WebDataset sample.
-        size: the crops' side in pixels. quality: JPEG quantiser (2-31).
-
-    Errors on the thread (a full disk, an unwritable folder) are raised by the next :meth:`put`
-    or :meth:`commit` as ``OSError``.
+    ``results``: the video's per-frame arrays (``pts_seconds``, ``conf``, ``bbox``, ``lms`` and the
+    quality columns, for the WebDataset JSON) and its tube arrays (``tube_frame_*``, ``tube_crop_mat``).
     """
+    if folder.exists():
+        shutil.rmtree(folder)  # an interrupted attempt's files: written again
+    folder.mkdir(parents=True)
+    order = np.argsort(results["tube_frame_index"], kind="stable")  # tube frames in decoding order
+    frames_at, rows_at = np.unique(results["tube_frame_index"][order], return_index=True)
+    if not len(frames_at):
+        return
+    rows_at = np.append(rows_at, len(order))
+    sink = _Sinks(video, folder, results, tubes, fmt, size, jpeg_quality)
+    try:
+        for index, frame, pts in _frames(video, int(frames_at[-1]) + 1):
+            at = np.searchsorted(frames_at, index)
+            if at == len(frames_at) or frames_at[at] != index:
+                continue
+            rows = order[rows_at[at]:rows_at[at + 1]]
+            pixels = torch.from_numpy(frame).permute(2, 0, 1)[None]  # channels-last, read in place
+            mats = torch.from_numpy(results["tube_crop_mat"][rows])
+            crops = sample_crops(pixels, mats, torch.zeros(len(rows), dtype=torch.int64), (size, size))
+            crops = crops.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            for row, crop in zip(rows, crops):
+                sink.put(int(results["tube_frame_tube"][row]), int(row), index, pts, crop)
+        sink.finish()
+    finally:
+        sink.close()
 
-    def __init__(self, folder: Path, fmt: str, video: str, size: int, quality: int = 2):
-        if fmt not in CROP_FORMATS:
-            raise ValueError(f"crop format must be one of {CROP_FORMATS}, got {fmt!r}")
-        folder.mkdir(parents=True, exist_ok=True)
-        self.folder, self.fmt, self.video, self.key = folder, fmt, str(video), _sample_key(video)
+
+def _frames(video: Path, stop: int):
+    """``(index, [H, W, 3] upright RGB uint8, pts in seconds)`` of the video's first ``stop`` frames,
+    converted as the run's decoding process converts them."""
+    to_rgb = VideoReformatter()
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for index, frame in enumerate(container.decode(stream)):
+            if index >= stop:
+                return
+            rgb = upright(to_rgb.reformat(frame, format="rgb24").to_ndarray(), quarter_turns(frame))
+            pts = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else float("nan")
+            yield index, rgb, pts
+
+
+class _Sinks:
+    """Where each tube's crops go, by format; files are finished as their tube ends."""
+
+    def __init__(self, video: Path, folder: Path, results, tubes: list[dict], fmt: str, size: int, quality: int):
+        self.video, self.folder, self.results, self.tubes, self.fmt = video, folder, results, tubes, fmt
+        self.size = size
         self.encode = ImageEncoder(fmt, size, quality) if fmt != "mp4" else None
-        self.extension = {"png": "png", "jpg": "jpg", "webdataset": "png"}.get(fmt)
+        self.open: dict[int, TubeVideo] = {}
         self.shard: tarfile.TarFile | None = None
-        self.error: BaseException | None = None
-        self.queue: queue.Queue = queue.Queue(maxsize=4)  # a few batches ahead, then the run waits
-        self.thread = threading.Thread(target=self._work, name="facecrop-crops", daemon=True)
-        self.thread.start()
+        self.shards, self.in_shard = 0, 0
+        self.key = _sample_key(str(video))
 
-    def put(self, result: dict[str, np.ndarray]) -> None:
-        """Queue one batch's results: per-frame ``frame_index``, ``pts_seconds``, ``valid``, ``face_idx``,
-        ``conf``, ``bbox``, ``lms``, ``crop_mat`` and ``imgs_crop [b, K, 3, S, S]``."""
-        self._raise()
-        self.queue.put(("batch", result))
+    def put(self, tube: int, row: int, index: int, pts: float, crop: np.ndarray) -> None:
+        info = self.tubes[tube]
+        if self.fmt == "mp4":
+            if tube not in self.open:
+                self.open[tube] = TubeVideo(self.video, self.folder / f"{info['name']}.mp4", self.size)
+            self.open[tube].write(crop, index, pts)
+            if index == info["stop"] - 1:
+                self.open.pop(tube).finish(info["start_s"], info["stop_s"])
+        elif self.fmt == "webdataset":
+            self._add_sample(info, row, index, pts, self.encode(crop))
+        else:
+            path = self.folder / info["name"] / f"frame_{index:06d}.{self.fmt}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(self.encode(crop))
 
-    def commit(self, chunk: int) -> None:
-        """Wait until every queued crop is on disk; a WebDataset shard is closed as ``shard-<chunk>.tar``."""
-        self._raise()
-        self.queue.put(("commit", chunk))
-        self.queue.join()
-        self._raise()
+    def _add_sample(self, info: dict, row: int, index: int, pts: float, image: bytes) -> None:
+        if self.shard is None:
+            self.shard = tarfile.open(self.folder / f"shard-{self.shards:06d}.tar", "w", format=tarfile.PAX_FORMAT)
+        r, slot = self.results, int(self.results["tube_frame_slot"][row])
+        meta = {"video": str(self.video), "tube": info["id"], "face_idx": info["face_idx"],
+                "frame_index": index, "pts_seconds": None if np.isnan(pts) else pts, "detected": slot >= 0,
+                "crop_mat": r["tube_crop_mat"][row].tolist()}
+        for name in ("conf", "bbox", "lms", "face_size", "sharpness", "yaw", "pitch", "roll"):
+            value = r[name][index, slot] if slot >= 0 and name in r else None
+            meta[name] = None if value is None or np.isnan(value).any() else value.tolist()
+        key = f"{self.key}_face{info['face_idx']:04d}_tube{info['number']:03d}_f{index:06d}"
+        for name, data in ((f"{key}.png", image), (f"{key}.json", json.dumps(meta).encode())):
+            entry = tarfile.TarInfo(name)  # fixed owner, mode and time: the same crops make the same bytes
+            entry.size, entry.mode, entry.mtime = len(data), 0o644, 0
+            self.shard.addfile(entry, io.BytesIO(data))
+        self.in_shard += 1
+        if self.in_shard == SHARD_SAMPLES:
+            self._close_shard()
 
-    def close(self) -> None:
-        """Stop the thread; an open shard is dropped (its frames are not in the checkpoint yet)."""
-        if self.thread.is_alive():
-            self.queue.put(None)
-            self.thread.join()
+    def _close_shard(self) -> None:
         if self.shard is not None:
             self.shard.close()
-            Path(self.shard.name).unlink(missing_ok=True)
-            self.shard = None
+            self.shard, self.shards, self.in_shard = None, self.shards + 1, 0
 
-    def drop_after(self, frames: int) -> None:
-        """Remove the image files of frames ``frames`` on: written, but their results never checkpointed
-        (the run failed or stopped first); a resumed run writes them again."""
-        if self.fmt in ("png", "jpg"):
-            for path in self.folder.glob(f"face_*/frame_*.{self.extension}"):
-                if int(path.stem[len("frame_"):]) >= frames:
-                    path.unlink(missing_ok=True)
+    def finish(self) -> None:
+        self._close_shard()
+        if self.open:  # a tube whose last frames never decoded: the results promised frames the video lacks
+            raise OSError(f"{self.video} ended before the end of {len(self.open)} tube(s)")
 
-    def _raise(self) -> None:
-        if self.error is not None:
-            raise self.error
+    def close(self) -> None:
+        for writer in self.open.values():
+            writer.discard()
+        if self.shard is not None:
+            self.shard.close()
 
-    def _work(self) -> None:
-        while True:
-            item = self.queue.get()
-            try:
-                if item is None:
-                    return
-                if self.error is None:  # after an error, drain the queue so that the run never waits
-                    kind, payload = item
-                    self._write_batch(payload) if kind == "batch" else self._commit(payload)
-            except BaseException as err:  # handed to the run's thread by put/commit
-                self.error = err
-            finally:
-                self.queue.task_done()
 
-    def _write_batch(self, result: dict[str, np.ndarray]) -> None:
-        if self.encode is None:
-            return
-        for row, slot in zip(*np.nonzero(result["valid"])):
-            frame, face = int(result["frame_index"][row]), int(result["face_idx"][row, slot])
-            data = self.encode(result["imgs_crop"][row, slot])
-            if self.fmt == "webdataset":
-                self._add_sample(result, row, slot, frame, face, data)
+class TubeVideo:
+    """One tube's MP4: crops at the source's timestamps (from 0), then the source's sound of the same
+    time range; written to ``<path>.tmp`` and renamed into place when finished."""
+
+    def __init__(self, video: Path, path: Path, size: int):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.video, self.path, self.tmp = video, path, path.with_name(path.name + ".tmp")
+        self.frames: list[int] = []
+        self.first_pts: float | None = None
+        with av.open(str(video)) as source:
+            stream = source.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+            self.time_base = stream.time_base or 1 / Fraction(rate)
+            audio = source.streams.audio[0] if source.streams.audio else None
+            audio_format = (audio.codec_context.sample_rate, audio.codec_context.layout.name) if audio else None
+        self.container = av.open(str(self.tmp), "w", format="mp4")
+        self.stream = self.container.add_stream("libx264", rate=rate)
+        self.stream.width = self.stream.height = size
+        self.stream.pix_fmt, self.stream.options = "yuv420p", {"crf": "18", "preset": "veryfast"}
+        self.stream.codec_context.time_base = self.time_base
+        self.rate = float(rate)
+        self.audio = None
+        if audio_format is not None:
+            self.audio = self.container.add_stream("aac", rate=audio_format[0], layout=audio_format[1])
+
+    def write(self, crop: np.ndarray, index: int, pts: float) -> None:
+        if self.first_pts is None:
+            self.first_pts = pts
+        frame = av.VideoFrame.from_ndarray(crop, format="rgb24")
+        seconds = (pts - self.first_pts) if not np.isnan(pts) else len(self.frames) / self.rate
+        frame.pts, frame.time_base = round(seconds / self.time_base), self.time_base
+        self.container.mux(self.stream.encode(frame))
+        self.frames.append(index)
+
+    def finish(self, start_s: float, stop_s: float) -> None:
+        self.container.mux(self.stream.encode())
+        if self.audio is not None:
+            samples = read_audio(self.video, start_s, stop_s, self.audio.codec_context.sample_rate,
+                                 self.audio.codec_context.layout.name)
+            _encode_audio(self.container, self.audio, samples)
+        self.container.close()
+        os.replace(self.tmp, self.path)
+        self.path.with_suffix(".frames.txt").write_text("".join(f"{f}\n" for f in self.frames))
+
+    def discard(self) -> None:
+        self.container.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def read_audio(video: Path, start_s: float, stop_s: float, rate: int, layout: str) -> np.ndarray:
+    """The video's first audio stream between ``start_s`` and ``stop_s`` (seconds, the video's clock),
+    ``[channels, round((stop_s - start_s) * rate)]`` float32 planar; silence where it has no sound."""
+    wanted = max(0, round((stop_s - start_s) * rate))
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+    pieces, first_s = [], None
+    with av.open(str(video)) as container:
+        stream = container.streams.audio[0]
+        container.seek(max(0, int((start_s - 1.0) / stream.time_base)), stream=stream, backward=True)
+        for frame in container.decode(stream):
+            if frame.pts is None:
                 continue
-            folder = self.folder / f"face_{face:04d}"
-            folder.mkdir(exist_ok=True)
-            _write_atomic(folder / f"frame_{frame:06d}.{self.extension}", data)
-
-    def _add_sample(self, result, row: int, slot: int, frame: int, face: int, image: bytes) -> None:
-        if self.shard is None:
-            self.shard = tarfile.open(self.folder / "shard.tar.tmp", "w", format=tarfile.PAX_FORMAT)
-        pts = float(result["pts_seconds"][row])
-        meta = {"video": self.video, "frame_index": frame, "pts_seconds": None if np.isnan(pts) else pts,
-                "face_idx": face, "conf": float(result["conf"][row, slot]),
-                **{k: result[k][row, slot].tolist() for k in ("bbox", "lms", "crop_mat")}}
-        key = f"{self.key}_f{frame:06d}_face{face:04d}"
-        for name, data in ((f"{key}.png", image), (f"{key}.json", json.dumps(meta).encode())):
-            info = tarfile.TarInfo(name)  # fixed owner, mode and time: the same crops make the same bytes
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            self.shard.addfile(info, io.BytesIO(data))
-
-    def _commit(self, chunk: int) -> None:
-        if self.shard is None:
-            return
-        self.shard.close()
-        os.replace(self.shard.name, self.folder / f"shard-{chunk:06d}.tar")
-        self.shard = None
+            begins = float(frame.pts * frame.time_base)
+            if begins >= stop_s:
+                break
+            for piece in resampler.resample(frame):
+                if first_s is None:
+                    first_s = float(piece.pts * piece.time_base) if piece.pts is not None else begins
+                pieces.append(piece.to_ndarray())
+    channels = av.AudioLayout(layout).nb_channels
+    if not pieces:
+        return np.zeros((channels, wanted), np.float32)
+    samples = np.concatenate(pieces, 1)
+    offset = round((start_s - first_s) * rate)  # negative where the sound starts after the tube
+    if offset < 0:
+        samples = np.concatenate([np.zeros((channels, -offset), np.float32), samples], 1)
+        offset = 0
+    samples = samples[:, offset:offset + wanted]
+    return np.pad(samples, ((0, 0), (0, wanted - samples.shape[1]))).astype(np.float32)
 
 
-def encode_mp4s(folder: Path, chunks: list[Path]) -> None:
-    """``face_<id>.mp4`` and ``face_<id>.frames.txt`` per face id from the checkpoint ``chunks``
-    (each holding ``face_idx``, ``frame_index``, ``imgs_crop``, ``crop_frame_index`` and ``crop_slot``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    writers: dict[int, tuple] = {}
-    try:
-        for chunk in chunks:
-            with np.load(chunk, allow_pickle=False) as data:
-                first = int(data["frame_index"][0]) if len(data["frame_index"]) else 0
-                ids = data["face_idx"][data["crop_frame_index"] - first, data["crop_slot"]]
-                for crop, frame, face in zip(data["imgs_crop"], data["crop_frame_index"], ids):
-                    if face not in writers:
-                        writers[face] = _open_mp4(folder / f"face_{face:04d}", crop.shape[-1])
-                    container, stream, frames = writers[face]
-                    image = av.VideoFrame.from_ndarray(np.ascontiguousarray(crop.transpose(1, 2, 0)), format="rgb24")
-                    container.mux(stream.encode(image))
-                    frames.append(int(frame))
-    finally:
-        for face, (container, stream, frames) in writers.items():
-            container.mux(stream.encode())
-            container.close()
-            stem = folder / f"face_{face:04d}"
-            os.replace(stem.with_suffix(".mp4.tmp"), stem.with_suffix(".mp4"))
-            _write_atomic(stem.with_suffix(".frames.txt"), "".join(f"{f}\n" for f in frames).encode())
-
-
-def _open_mp4(stem: Path, size: int):
-    container = av.open(str(stem.with_suffix(".mp4.tmp")), "w", format="mp4")
-    stream = container.add_stream("libx264", rate=25)
-    stream.width = stream.height = size
-    stream.pix_fmt, stream.options = "yuv420p", {"crf": "18", "preset": "veryfast"}
-    return container, stream, []
+def _encode_audio(container, stream, samples: np.ndarray) -> None:
+    """Encode ``samples [channels, n]`` float32 into ``stream``, in the encoder's frame size, from time 0."""
+    rate, layout = stream.codec_context.sample_rate, stream.codec_context.layout.name
+    step = stream.codec_context.frame_size or 1024
+    for begin in range(0, samples.shape[1], step):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, begin:begin + step]), format="fltp",
+                                           layout=layout)
+        frame.sample_rate, frame.pts, frame.time_base = rate, begin, Fraction(1, rate)
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode())
 
 
 def replace_folder(source: Path, target: Path) -> None:

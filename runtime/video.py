@@ -26,11 +26,13 @@ from .decode_worker import declared_end, frames_per_batch
 from .decoder import Batch, Decoder, DecoderDied, End
 from .loop import DecodedBatches, module_results
 from .errors import RunInterrupted, UsageError, VideoError
+from .face_quality import face_quality
 from .lock import OutputLock
 from .outputs import check_writable, refuse_overwrites
 from .progress import Progress
 from .sink import ResultsSink
 from .track import DEFAULT_DIST_THRESHOLD, OnlineTracker
+from .tubes import TubeOptions
 
 PER_FRAME = ("valid", "conf", "bbox", "lms", "overflow", "crop_mat")
 # Batches queued beside the running calls on the CPU: call times vary with the faces in a batch, and a
@@ -44,18 +46,19 @@ def decoder_args(video: str | Path, batch_size: int, skip: int, max_side: int) -
 
 
 def _collect(outputs: dict[str, np.ndarray], batch: Batch, tracker: OnlineTracker,
-             keep_crops: bool) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """A batch's module outputs -> (per-frame arrays with face ids and, with ``keep_crops``, the valid
-    faces' crops; all the crops ``[b, K, 3, S, S]`` or None). Batches come here in frame order."""
+             keep_crops: bool) -> dict[str, np.ndarray]:
+    """A batch's module outputs -> per-frame arrays with face ids and quality columns and, with
+    ``keep_crops``, the valid faces' crops. Batches come here in frame order."""
     result = {k: outputs[k] for k in PER_FRAME if k in outputs}
     result.update(frame_index=batch.frame_index, pts_seconds=batch.pts_seconds,
                   rotation=np.full(len(batch.frame_index), batch.rotation, np.int16),
                   face_idx=tracker.update_frames(outputs["lms"], outputs["valid"]))
+    result.update(face_quality(outputs["valid"], outputs["bbox"], outputs["lms"], outputs.get("imgs_crop")))
     if keep_crops:
         rows, slots = np.nonzero(outputs["valid"])
         result.update(imgs_crop=outputs["imgs_crop"][rows, slots], crop_frame_index=batch.frame_index[rows],
                       crop_slot=slots.astype(np.int64))
-    return result, outputs.get("imgs_crop")
+    return result
 
 
 def run_outputs(output: Path, crops: str | None) -> dict[str, tuple[Path, bool]]:
@@ -88,7 +91,7 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
                   save_crops: bool = False, resume: bool = False, progress: bool = True,
                   checkpoint_frames: int = 256, on_frames=None, decoder: Decoder | None = None,
                   crops: str | None = None, jpeg_quality: int = 2, dist_threshold: float = DEFAULT_DIST_THRESHOLD,
-                  present_threshold: float = 0.1, force: bool = False) -> Path:
+                  present_threshold: float = 0.1, force: bool = False, tubes: TubeOptions = TubeOptions()) -> Path:
     """Detect and track faces in every frame of ``video``; write the results to the ``.npz`` file ``output``.
 
     Args:
@@ -105,8 +108,8 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
         decoder: a :class:`~facecrop.runtime.decoder.Decoder` already started on this video, as a
             dataset run starts the next video's while this one runs; it is used if its arguments
             are those needed here, else replaced. Closed by the run (closing it again does nothing).
-        crops: also write every face's crops as files, ``'png'``, ``'jpg'``, ``'mp4'`` or
-            ``'webdataset'``, into ``<output stem>.crops/`` (see :mod:`facecrop.runtime.crops`).
+        crops: also write the face tubes' smoothed crops as files, ``'png'``, ``'jpg'``, ``'mp4'`` (with
+            the sound) or ``'webdataset'``, into ``<output stem>.crops/`` (see :mod:`facecrop.runtime.crops`).
         jpeg_quality: FFmpeg's JPEG quantiser for ``crops='jpg'``, 2 (best) to 31.
         dist_threshold: the face tracker's, in pixels (see :class:`~facecrop.runtime.track.OnlineTracker`).
         present_threshold: faces present in fewer than this fraction of the frames are marked in
@@ -114,6 +117,8 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
         force: discard an interrupted run's checkpoint (start again), and replace a crops folder facecrop
             did not make. A crops folder of another run is replaced anyway, and a run without crop files
             removes one whose face ids no longer match (warning ``StaleCropsRemoved``).
+        tubes: how faces are cut into tubes, smoothed and filtered (:class:`~facecrop.runtime.tubes.TubeOptions`);
+            the results file holds the tubes, and ``crops`` writes those of kept tracks (all: ``keep_all``).
 
     Returns:
         ``output`` (:func:`~facecrop.runtime.quality.summarize_results` reads its quality summary). Raises
@@ -143,8 +148,8 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
         if decoder is not None:  # a decoder started for this run: ended however the run ends (twice: no-op)
             cleanup.callback(decoder.close)
         cleanup.enter_context(OutputLock(output))
-        sink = ResultsSink(output, video, identity, resume, save_crops, crops, _crop_side(bundle), jpeg_quality,
-                           dist_threshold, present_threshold, force)
+        sink = ResultsSink(output, video, identity, resume, save_crops, crops, crop_side(bundle), jpeg_quality,
+                           dist_threshold, present_threshold, force, tubes, bundle_provenance(bundle))
         try:
             end = _run_frames(bundle, video, sink, decoder, batch_size, expected, width, height, progress,
                               checkpoint_frames, on_frames)
@@ -189,7 +194,7 @@ def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder
             # size gets batch_size.
             bundle.warm_up(min(frames_per_batch(batch_size, max(1, width), max(1, height)), max(1, expected - done)))
         for batch, outputs in results:
-            sink.add(*_collect(outputs, batch, sink.tracker, sink.keep_crops))
+            sink.add(_collect(outputs, batch, sink.tracker, sink.keep_crops))
             batches.release(batch)
             bar.update(len(batch.frame_index))
             if on_frames is not None:
@@ -210,11 +215,10 @@ def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder
     finally:
         results.close()  # batches still in the module are dropped: a resumed run computes them again
         try:
-            sink.flush_interrupted()  # results computed before an error or interrupt are kept
+            sink.flush()  # results computed before an error or interrupt are kept
         except OSError:
             pass  # the disk that stopped the run refuses this too; the chunks before it stay
         finally:
-            sink.close()
             bar.close()
             decoder.close()
 
@@ -241,11 +245,19 @@ def _megabytes(n: float) -> str:
 def _kept(sink: ResultsSink, pending: bool = False) -> str:
     """Where the frames computed before a failure are, for its message; ``pending``: the batches not in
     the checkpoint yet will be written to it as the run ends (not so after a write failed)."""
-    done = sink.frames_done + (sink.pending_frames if pending and sink.crops != "webdataset" else 0)
+    done = sink.frames_done + (sink.pending_frames if pending else 0)
     return f"; results for frames 0-{done - 1} are kept in {sink.checkpoint.folder}" if done else ""
 
 
-def _crop_side(bundle: Bundle) -> int:
+def bundle_provenance(bundle: Bundle) -> dict:
+    """What a crops folder's ``meta.json`` says of the bundle that made it: its name, version, the models
+    it was made from, and their licence."""
+    manifest = bundle.manifest
+    return {"bundle": {k: manifest.get(k) for k in ("name", "version")},
+            "source_models": manifest.get("source_models", {}), "licence": manifest.get("licence")}
+
+
+def crop_side(bundle: Bundle) -> int:
     """The side of the bundle's crops from its output spec (0 without crops)."""
     spec = next((o for o in bundle.manifest["outputs"] if o["name"] == "imgs_crop"), None)
     return int(spec["shape"][-1]) if spec else 0

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from facecrop.pixels import pixel_pairs
+from facecrop.runtime.pixels import pixel_pairs
 
 
 def _bytewise(frames: torch.Tensor, offset: torch.Tensor) -> list[torch.Tensor]:

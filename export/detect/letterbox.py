@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from facecrop.pixels import pixel_pairs
+from facecrop.runtime.pixels import pixel_pairs
 
 _COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS
 _COEF_SCALE = 1 << _COEF_BITS
@@ -127,7 +127,7 @@ def letterbox(frames: torch.Tensor, det_size: tuple[int, int]) -> tuple[torch.Te
     i0, i1, w0, w1, inside_x = _taps(width, new_w, cols, width_int)
     j0, j1, v0, v1, inside_y = _taps(height, new_h, rows, height_int)
     # Each canvas pixel blends source pixels x and x + 1 of two source rows, read as one pair (see
-    # facecrop.pixels). At the right edge OpenCV repeats the last pixel (i0 = i1 = W - 1, all the
+    # facecrop.runtime.pixels). At the right edge OpenCV repeats the last pixel (i0 = i1 = W - 1, all the
     # weight on i0): that is the pair (W - 2, W - 1) with the weight on its second pixel.
     last = i0 > width_int - 2
     pair_x = i0.clamp(max=width_int - 2)
