@@ -12,6 +12,9 @@ process; the shared frame slots it writes are counted once).
 - ``long``: 20 s videos made of real photos (1-6 faces a frame) at 480p, 720p and 1080p.
 - ``fixed``: where the time of one run on Medusa's ``0.mp4`` goes, step by step.
 - ``crops``: ``facecrop run`` with ``--crops png`` against the same without, on Medusa's videos with faces.
+- ``tubes``: the InsightFace script, ``facecrop run`` without crops, and ``facecrop run --crops mp4``
+  (smoothed tubes with their sound and the quality columns), on Medusa's videos with faces and on
+  the folder of clips (``docs/tubes.md``; ``benchmarks/tube_stages.py`` splits the tubes' cost).
 - ``dataset``: a folder of 20 short real clips (4 s each, cut from Medusa's videos): one
   ``facecrop run BUNDLE FOLDER -o OUT/`` against a shell loop of ``facecrop run`` per clip, and
   against one Python process looping InsightFace over the clips (``benchmarks/insightface_run.py``).
@@ -247,7 +250,7 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=None, help="default: the main job's aoti bundle, cached")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--sets", nargs="+", choices=("medusa", "long", "dataset", "fixed", "crops"),
+    parser.add_argument("--sets", nargs="+", choices=("medusa", "long", "dataset", "fixed", "crops", "tubes"),
                         default=["medusa", "long", "dataset", "fixed", "crops"],
                         help="fixed: where a run's fixed cost goes; crops: facecrop run with and without --crops png")
     parser.add_argument("--clips", type=int, default=CLIPS, help="clips in the dataset set")
@@ -306,6 +309,17 @@ def main(argv=None) -> list[dict]:
             run = [facecrop, "run", str(bundle), str(video), "-o", str(work / "ours" / "out.npz")]
             commands = {"facecrop run": run, "facecrop run --crops png": run + ["--crops", "png", "--force"]}
             rows.append(compare(f"medusa {video.name}", _frames(video), commands, args.repeats, [work / "ours"]))
+    if "tubes" in args.sets:
+        clips = make_clips(out / f"clips{args.clips}", media, count=args.clips)
+        for label, video in [(f"medusa {name}", media / name) for name in ("1.mp4", "2.mp4", "3.mp4", "example_vid.mp4")] + [
+                (f"{args.clips} clips of {CLIP_SECONDS} s", clips[0].parent)]:
+            target = work / "ours" / ("out.npz" if video.is_file() else "folder")
+            run = [facecrop, "run", str(bundle), str(video), "-o", str(target)]
+            files = [video] if video.is_file() else clips
+            commands = {"InsightFace script": reference + [str(work / "ref")] + [str(f) for f in files],
+                        "facecrop run": run, "facecrop run --crops mp4": run + ["--crops", "mp4"]}
+            rows.append(compare(label, sum(_frames(f) for f in files), commands, args.repeats,
+                                [work / "ref", work / "ours"]))
     report = markdown(rows, args.repeats, bundle)
     steps = []
     if "fixed" in args.sets:

@@ -2,8 +2,8 @@
 
 Usage: ``python examples/quickstart.py [VIDEO] [--out DIR]``. Without VIDEO it
 makes facecrop's example video (real astronaut photo, known motion) offline.
-Writes ``DIR/results.npz`` (per-frame faces and their ids), ``DIR/results.crops/`` (every face's
-aligned crops as PNG, one folder per face id) and ``DIR/overlay.mp4``.
+Writes ``DIR/results.npz`` (per-frame faces, their ids and tubes), ``DIR/results.crops/`` (each
+person's face tubes: aligned, smoothed crops as PNG, one folder per tube) and ``DIR/overlay.mp4``.
 Needs ``det_500m.onnx``: ``facecrop models fetch buffalo_sc`` downloads it, or
 set ``FACECROP_MODEL_DIR`` to a folder that holds it.
 """

@@ -36,12 +36,11 @@ from pathlib import Path
 
 import av
 import numpy as np
-import torch
 from av.video.reformatter import VideoReformatter
 
 from .decode_worker import quarter_turns
 from .decoder import upright
-from .warp import sample_crops
+from .progress import Progress
 
 __all__ = ["CROP_FORMATS", "META", "TUBES", "crops_folder", "replace_folder", "write_tubes"]
 
@@ -86,13 +85,20 @@ def _sample_key(video: str) -> str:
 
 
 def write_tubes(video: Path, folder: Path, results: dict[str, np.ndarray], tubes: list[dict], fmt: str,
-                size: int, jpeg_quality: int = 2) -> None:
+                size: int, jpeg_quality: int = 2, progress: bool = False) -> None:
     """Write the crops of ``tubes`` (:func:`~facecrop.runtime.tubes.summarize_tubes`, each with its
-    ``name``) of ``video`` into ``folder`` (made afresh) as ``fmt``.
+    ``name``) of ``video`` into ``folder`` (made afresh) as ``fmt``; ``progress``: a progress bar of the
+    frames decoded.
 
     ``results``: the video's per-frame arrays (``pts_seconds``, ``conf``, ``bbox``, ``lms`` and the
     quality columns, for the WebDataset JSON) and its tube arrays (``tube_frame_*``, ``tube_crop_mat``).
     """
+    # Here, not at import: a run without crop files never imports torch's Python package (an aoti
+    # bundle runs on libtorch alone, see artifact.py).
+    import torch
+
+    from .warp import sample_crops
+
     if folder.exists():
         shutil.rmtree(folder)  # an interrupted attempt's files: written again
     folder.mkdir(parents=True)
@@ -102,8 +108,10 @@ def write_tubes(video: Path, folder: Path, results: dict[str, np.ndarray], tubes
         return
     rows_at = np.append(rows_at, len(order))
     sink = _Sinks(video, folder, results, tubes, fmt, size, jpeg_quality)
+    bar = Progress(int(frames_at[-1]) + 1, enabled=progress, label=f"writing {len(tubes)} tube(s): ")
     try:
         for index, frame, pts in _frames(video, int(frames_at[-1]) + 1):
+            bar.update(1)
             at = np.searchsorted(frames_at, index)
             if at == len(frames_at) or frames_at[at] != index:
                 continue
@@ -117,6 +125,7 @@ def write_tubes(video: Path, folder: Path, results: dict[str, np.ndarray], tubes
         sink.finish()
     finally:
         sink.close()
+        bar.close()
 
 
 def _frames(video: Path, stop: int):

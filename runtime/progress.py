@@ -9,8 +9,9 @@ import time
 class Progress:
     """``Progress(total).update(n)`` ... ``close()``; ``total`` 0 when the frame count is unknown."""
 
-    def __init__(self, total: int, initial: int = 0, enabled: bool = True, stream=None, every: float = 0.25):
-        self.total, self.done, self.enabled, self.every = total, initial, enabled, every
+    def __init__(self, total: int, initial: int = 0, enabled: bool = True, stream=None, every: float = 0.25,
+                 label: str = ""):
+        self.total, self.done, self.enabled, self.every, self.label = total, initial, enabled, every, label
         self.stream = stream or sys.stderr
         self.start = self.last = time.perf_counter()
         self.counted = 0  # frames processed in this run; resumed ones do not count towards the speed
@@ -31,7 +32,7 @@ class Progress:
             text = f"[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} frames"
         else:
             text = f"{self.done} frames"
-        self.stream.write(f"\r{text}  {rate:.1f} frames/s{end}")
+        self.stream.write(f"\r{self.label}{text}  {rate:.1f} frames/s{end}")
         self.stream.flush()
 
     def close(self) -> None:

@@ -89,9 +89,9 @@ class ResultsSink:
         self.checkpoint.add(self.pending, self.tracker.state())
         self.pending = []
 
-    def finish(self) -> None:
-        """Cut the tubes and write their crop files, write the results file (and move the crops folder
-        into place), then remove the checkpoint."""
+    def finish(self, progress: bool = False) -> None:
+        """Cut the tubes and write their crop files (``progress``: with a progress bar), write the results
+        file (and move the crops folder into place), then remove the checkpoint."""
         arrays = self.checkpoint.read(("valid", "face_idx", "crop_mat", "pts_seconds", "conf", *QUALITY_COLUMNS)
                                       + (("bbox", "lms") if self.crops == "webdataset" else ()))
         lengths = track_frames(arrays["face_idx"])
@@ -106,9 +106,14 @@ class ResultsSink:
         folder = self.checkpoint.folder / "crops"
         if self.crops is not None:
             tubes = summarize_tubes({**arrays, **extra}, str(self.video))
-            write_tubes(self.video, folder, {**arrays, **extra}, tubes, self.crops, self.crop_size, self.jpeg_quality)
-            (folder / TUBES).write_text(json.dumps(tubes, indent=1) + "\n")
-            (folder / META).write_text(json.dumps({**self.crops_identity, **self.made_by}, indent=1) + "\n")
+            try:
+                write_tubes(self.video, folder, {**arrays, **extra}, tubes, self.crops, self.crop_size,
+                            self.jpeg_quality, progress)
+                (folder / TUBES).write_text(json.dumps(tubes, indent=1) + "\n")
+                (folder / META).write_text(json.dumps({**self.crops_identity, **self.made_by}, indent=1) + "\n")
+            except BaseException:  # a full disk, Ctrl-C: half the files would only hold the space a rerun needs
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
         self.checkpoint.write_npz(self.output, extra, drop=() if self.save_crops else CROP_ARRAYS)
         if self.crops is not None:
             replace_folder(folder, crops_folder(self.output))

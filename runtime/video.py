@@ -165,10 +165,13 @@ def process_video(bundle: Bundle, video: str | Path, output: str | Path, batch_s
             where = f"results for frames 0-{kept - 1} are kept in {sink.checkpoint.folder}" if kept else "no frame was processed"
             raise VideoError(f"{video}: {end.problem}; {where}")
         try:
-            sink.finish()
+            sink.finish(progress)
             return output
         except OSError as err:
             raise _write_failed(video, err, sink, expected) from None
+        except KeyboardInterrupt as err:  # while the tubes were written: every frame's results are kept
+            raise RunInterrupted(f"{str(err) or 'interrupted'} while writing the tubes of {video}{_kept(sink)}; "
+                                 "run again with --resume to write them") from None
 
 
 def _run_frames(bundle: Bundle, video: Path, sink: ResultsSink, decoder: Decoder | None, batch_size: int,

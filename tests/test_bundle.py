@@ -30,7 +30,7 @@ from facecrop.runtime import FORMAT_VERSION, BundleError, load_bundle
 from facecrop.runtime import process_video
 from facecrop.runtime.aoti import AotiCpuModule
 from facecrop.runtime.bundle import sha256_file
-from test_runtime import make_video, npz
+from test_runtime import make_video, npz, same
 
 FRAME = (96, 64)  # stand-in golden frame size (width, height); the second case is portrait
 
@@ -276,8 +276,8 @@ def test_aoti_cpu_module_runs_two_batches_at_once_with_torchs_results(tmp_path, 
     # The run without torch imported gave what torch's loader gives (every call on one thread both ways).
     alone, through_torch = npz(tmp_path / "alone.npz"), npz(process_video(fallback, video, tmp_path / "t.npz", progress=False))
     assert sorted(alone) == sorted(through_torch)
-    assert all(np.array_equal(alone[k], through_torch[k]) for k in alone), [k for k in alone
-                                                                          if not np.array_equal(alone[k], through_torch[k])]
+    assert all(same(alone[k], through_torch[k]) for k in alone), [k for k in alone
+                                                                  if not same(alone[k], through_torch[k])]
 
 
 def test_format_2_0_bundles_get_contiguous_frames(tmp_path):

@@ -27,7 +27,7 @@ import pytest
 from facecrop import dataset
 from facecrop.cli import main
 from facecrop.runtime import process_video
-from test_runtime import make_video, npz
+from test_runtime import make_video, npz, same
 
 
 def manifest_rows(out_dir: Path) -> list[dict]:
@@ -106,7 +106,7 @@ def test_folder_run_matches_single_runs(local_run, videos, singles):
         got = npz(row["output"])
         assert sorted(got) == sorted(want)
         for key in want:
-            assert np.array_equal(got[key], want[key]), (video, key)
+            assert same(got[key], want[key]), (video, key)
     cut, empty = (by_video[v.resolve()] for v in videos["bad"])
     assert cut["status"] == "failed" and "decoding stopped at frame" in cut["error"]
     assert empty["status"] == "failed" and "cannot open" in empty["error"]
@@ -190,7 +190,7 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(bundle_path, videos, si
         want = singles[next(v for v in videos["good"] if str(v.resolve()) == row["video"])]
         got = npz(row["output"])
         for key in want:
-            assert np.array_equal(got[key], want[key]), (row["video"], key)
+            assert same(got[key], want[key]), (row["video"], key)
     assert not list(out.rglob("*.partial"))
 
 

@@ -30,7 +30,7 @@ from facecrop.runtime import BundleError, StaleCropsRemoved, VideoError, load_bu
 from facecrop.runtime.errors import StaleCheckpoint
 from facecrop.runtime.lock import OutputLock
 from test_faults import FACECROP, start_run, wait_for
-from test_runtime import make_video, npz
+from test_runtime import make_video, npz, same
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +106,8 @@ def test_crops_folder_always_matches_its_results(bundle, clip, tmp_path):
     process_video(bundle, clip, out, crops="jpg", progress=False)
     process_video(bundle, clip, out, crops="png", dist_threshold=40.0, progress=False)  # replaced, not refused
     assert json.loads((crops / "meta.json").read_text())["dist_threshold"] == 40.0
-    assert {p.split("/")[0] for p in files(crops)} - {"meta.json"} == {
-        f"face_{i:04d}" for i in np.unique(npz(out)["face_idx"]) if i >= 0}
+    assert {p.split("/")[0] for p in files(crops)} - {"meta.json", "tubes.json"} == {
+        f"face_{i:04d}" for i in np.unique(npz(out)["tube_face"])} != set()
     assert not list(crops.rglob("*.jpg"))
 
 
@@ -127,7 +127,7 @@ def test_checkpoint_of_another_video_needs_force_and_force_works(bundle, clip, f
             process_video(bundle, clip, out, resume=resume, progress=False)
     want = npz(process_video(bundle, clip, tmp_path / "want.npz", progress=False))
     got = npz(process_video(bundle, clip, out, force=True, progress=False))
-    assert all(np.array_equal(got[k], want[k], equal_nan=True) for k in want)
+    assert all(same(got[k], want[k]) for k in want)
     assert not out.with_name("r.npz.partial").exists()
 
 
@@ -169,10 +169,10 @@ def test_output_folder_inside_the_input_folder(bundle_path, data, capfd):
         assert main(["run", str(bundle_path), str(data), "-o", str(out), "--crops", "mp4"]) == 0
     videos = {r["video"] for r in rows(out) if "video" in r}
     assert videos == {str(data / "a.mp4"), str(data / "b.mp4")}
-    assert list(out.rglob("face_*.mp4"))  # the crop videos are there, and were not taken as inputs
+    assert list(out.rglob("tube_*.mp4"))  # the tube videos are there, and were not taken as inputs
     assert "| 2 | 0 | 2 | 0 |" in capfd.readouterr().err  # the rerun: both skipped as done
     with pytest.raises(ValueError, match="was written by facecrop"):
-        dataset.collect_videos([next(out.rglob("face_*.mp4"))], out)
+        dataset.collect_videos([next(out.rglob("tube_*.mp4"))], out)
 
 
 def test_force_then_plain_reruns_continue(bundle_path, data, tmp_path, capfd, monkeypatch):
@@ -251,7 +251,7 @@ def test_unknown_device_and_huge_batches(bundle_path, bundle, clip, tmp_path):
     # A batch holds at most 24 MiB of frames: 34 of these 642x378 ones, so the clip's 24 frames make one batch.
     want = npz(process_video(bundle, clip, tmp_path / "24.npz", batch_size=24, progress=False))
     got = npz(process_video(bundle, clip, tmp_path / "huge.npz", batch_size=10**9, progress=False))
-    assert all(np.array_equal(got[k], want[k], equal_nan=True) for k in want)
+    assert all(same(got[k], want[k]) for k in want)
 
 
 def test_bundle_folders_are_readable_by_others(bundle_path):
@@ -314,28 +314,34 @@ def test_ctrl_c_at_start_and_twice_says_one_line_and_resume_completes(bundle_pat
     assert resumed.wait(timeout=120) == 0, resumed.stderr.read()
     want = npz(process_video(bundle, clip, tmp_path / "want.npz", progress=False))
     got = npz(out)
-    assert all(np.array_equal(got[k], want[k], equal_nan=True) for k in want)
+    assert all(same(got[k], want[k]) for k in want)
 
 
-def test_full_disk_with_png_crops_leaves_no_crop_past_the_checkpoint(bundle_path, frames, tmp_path):
+def test_full_disk_while_writing_tubes_leaves_no_half_crops_and_resume_finishes(bundle_path, frames, tmp_path):
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode != 0:
         pytest.skip("needs a private mount namespace (unshare -m, as root) for a small tmpfs")
     video = make_video(tmp_path / "two.mp4", np.concatenate([frames] * 9))  # 432 frames, two faces each
     disk = tmp_path / "disk"
     disk.mkdir()
-    # 11 MB: the first chunk (256 frames) and its crop files (about 31 KB a frame) fit, then the disk fills.
+    # 11 MB: every frame's results fit; the tubes' PNG files (about 31 KB a frame, written once the results
+    # are complete) do not. Then the disk grows (a remount) and the same command with --resume finishes.
     script = f"""
         mount -t tmpfs -o size=11m tmpfs {disk}
         {FACECROP} run {bundle_path} {video} -o {disk}/out.npz --crops png 2> {tmp_path}/err
         echo $? > {tmp_path}/rc
         find {disk} -name '*.png' > {tmp_path}/listing
+        mount -o remount,size=64m {disk}
+        {FACECROP} run {bundle_path} {video} -o {disk}/out.npz --crops png --resume 2> {tmp_path}/err2
+        echo $? > {tmp_path}/rc2
+        find {disk}/out.crops -name '*.png' | wc -l > {tmp_path}/count
     """
     subprocess.run(["unshare", "-m", "bash", "-c", script], check=True, timeout=600)
     err = (tmp_path / "err").read_text()
     assert (tmp_path / "rc").read_text().strip() == "1" and "No space left on device" in err, err
-    assert "results for frames 0-255 are kept" in err, err
-    frames_with_crops = {int(Path(p).stem[len("frame_"):]) for p in (tmp_path / "listing").read_text().split()}
-    assert frames_with_crops and max(frames_with_crops) < 256  # the checkpointed frames' crops, no later one
+    assert "results for frames 0-431 are kept" in err and "--resume" in err, err
+    assert not (tmp_path / "listing").read_text().split()  # no half-written crops left taking the space
+    assert (tmp_path / "rc2").read_text().strip() == "0", (tmp_path / "err2").read_text()
+    assert int((tmp_path / "count").read_text()) > 400  # two faces a frame, in tubes
 
 
 def test_ctrl_c_in_a_dataset_run_keeps_every_frame_and_says_so(bundle_path, bundle, frames, tmp_path):
@@ -361,4 +367,4 @@ def test_ctrl_c_in_a_dataset_run_keeps_every_frame_and_says_so(bundle_path, bund
     assert again.returncode == 0, again.stderr
     want = npz(process_video(bundle, video, tmp_path / "want.npz", progress=False))
     got = npz(dataset.output_path(out, video))
-    assert all(np.array_equal(got[k], want[k], equal_nan=True) for k in want)
+    assert all(same(got[k], want[k]) for k in want)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, model_dir, real_model
+from facecrop.runtime.tubes import DROP_REASONS
 from test_runtime import make_video
 
 
@@ -39,5 +40,6 @@ def test_one_bundle_serves_two_video_sizes(quickstart, tmp_path, photo_frames, c
         assert r["bbox"][r["valid"]][:, 2].max() <= 288 + 5  # in the tall video's own pixels
     assert (out / "overlay.mp4").stat().st_size > 0
     with np.load(out / "results.npz", allow_pickle=False) as r:
-        crops = sorted((out / "results.crops").glob("face_*/frame_*.png"))
-        assert len(crops) == r["valid"].sum() and len({p.parent for p in crops}) == len(r["track_frames"])
+        crops = sorted((out / "results.crops").glob("face_*/tube_*/frame_*.png"))
+        assert len(crops) == len(r["tube_frame_index"])  # 6 frames: shorter than a tube (16), so none
+        assert (r["tube_drop"][r["valid"]] == DROP_REASONS.index("tube too short")).all()

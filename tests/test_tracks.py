@@ -20,7 +20,7 @@ from facecrop.cli import main
 from facecrop.runtime import OnlineTracker, VideoError, process_video, summarize_results
 from facecrop.runtime.tubes import DROP_REASONS
 from facecrop.tracking import sort_faces
-from test_runtime import make_video, npz
+from test_runtime import make_video, npz, same
 
 @pytest.fixture(scope="module")
 def people_clip(tmp_path_factory) -> Path:
@@ -110,7 +110,7 @@ def test_killed_and_resumed_run_writes_the_same_files(bundle, people_clip, tmp_p
     assert not cut.exists() and not cut.with_suffix(".crops").exists()
     process_video(bundle, people_clip, cut, crops=fmt, checkpoint_frames=24, resume=True, progress=False)
     a, b = npz(whole), npz(cut)
-    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
+    assert a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
 
     def tree(folder: Path) -> dict[str, bytes]:
         return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
@@ -269,7 +269,7 @@ def test_dataset_run_gives_the_ids_and_crops_of_a_single_run(bundle_path, people
     row = json.loads((tmp_path / "ds" / "manifest.jsonl").read_text().splitlines()[-1])
     output = Path(row["output"])
     single, ours = npz(crops_run), npz(output)
-    assert all(np.array_equal(single[k], ours[k], equal_nan=True) for k in single)
+    assert all(same(single[k], ours[k]) for k in single)
     assert row["settings"]["crops"] == "png" and row["summary"]["tracks"] == len(single["track_frames"])
     names = sorted(str(p.relative_to(output.with_suffix(".crops"))) for p in output.with_suffix(".crops").rglob("*.png"))
     assert names == sorted(str(p.relative_to(crops_run.with_suffix(".crops")))

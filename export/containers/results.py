@@ -36,7 +36,8 @@ _META = ("n_img", "device")
 
 # Arrays of a runtime results file that are not one row per face: per frame, per track, per saved crop.
 NOT_PER_FACE = ("pts_seconds", "overflow", "rotation", "track_frames", "track_kept", "imgs_crop", "crop_frame_index",
-                "crop_slot")
+                "crop_slot", "tube_face", "tube_number", "tube_start", "tube_stop", "tube_frame_tube",
+                "tube_frame_index", "tube_frame_slot", "tube_crop_mat", "tube_options", "crop_size", "video")
 
 
 class BatchResults:
