@@ -17,17 +17,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from benchmarks.photos import media_dir
 
 
 def stages(bundle, video: Path, work: Path) -> dict[str, float]:
     from facecrop.runtime import process_video
-    from facecrop.runtime.crops import TubeVideo, _encode_audio, _frames, read_audio
+    from facecrop.runtime.crops import TubeVideo, read_audio
+    from facecrop.runtime.sources import read_frames
     from facecrop.runtime.face_quality import QUALITY_COLUMNS
     from facecrop.runtime.tubes import TubeOptions, find_tubes, frame_rate, summarize_tubes
-    from facecrop.runtime.warp import sample_crops
+    from facecrop.runtime.cut import cut_crops
 
     start = time.perf_counter()
     out = process_video(bundle, video, work / "r.npz", progress=False, force=True)
@@ -44,15 +44,12 @@ def stages(bundle, video: Path, work: Path) -> dict[str, float]:
     crops: dict[int, list] = {t: [] for t in range(len(listed))}
     decode = cut = 0.0
     clock = time.perf_counter()
-    for index, frame, pts in _frames(video, int(r["tube_stop"].max(initial=0))):
+    for index, frame, pts in read_frames(video, int(r["tube_stop"].max(initial=0))):
         decode += time.perf_counter() - clock
         clock = time.perf_counter()
         rows = np.flatnonzero(r["tube_frame_index"] == index)
         if len(rows):
-            pixels = torch.from_numpy(frame).permute(2, 0, 1)[None]
-            cut_crops = sample_crops(pixels, torch.from_numpy(r["tube_crop_mat"][rows]),
-                                     torch.zeros(len(rows), dtype=torch.int64), (size, size))
-            for row, crop in zip(rows, cut_crops.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()):
+            for row, crop in zip(rows, cut_crops(frame, r["tube_crop_mat"][rows], size)):
                 crops[int(r["tube_frame_tube"][row])].append((crop, index, pts))
         cut += time.perf_counter() - clock
         clock = time.perf_counter()
@@ -61,18 +58,17 @@ def stages(bundle, video: Path, work: Path) -> dict[str, float]:
     for t, tube in enumerate(listed):
         clock = time.perf_counter()
         writer = TubeVideo(video, work / f"tube{t}.mp4", size)
-        audio, writer.audio = writer.audio, None  # the sound is timed on its own below
         for crop, index, pts in crops[t]:
             writer.write(crop, index, pts)
-        writer.container.mux(writer.stream.encode())
+        writer.out.container.mux(writer.out.stream.encode())
         encode += time.perf_counter() - clock
         clock = time.perf_counter()
-        if audio is not None:
-            samples = read_audio(video, tube["start_s"], tube["stop_s"], audio.codec_context.sample_rate,
-                                 audio.codec_context.layout.name)
-            _encode_audio(writer.container, audio, samples)
+        if writer.out.audio is not None:
+            context = writer.out.audio.codec_context
+            writer.out.write_audio(read_audio(video, tube["start_s"], tube["stop_s"], context.sample_rate,
+                                              context.layout.name))
         sound += time.perf_counter() - clock
-        writer.container.close()
+        writer.out.discard()
     seconds["H.264 encoding"], seconds["sound (decode, cut, AAC)"] = encode, sound
     seconds["frames"] = len(r["valid"])
     seconds["tube frames"] = len(r["tube_frame_index"])

@@ -9,7 +9,6 @@ with one line on stderr and a non-zero exit, not a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -182,6 +181,7 @@ def _run_live(args: argparse.Namespace) -> None:
     import numpy as np
 
     from facecrop.runtime import load_bundle, stream
+    from facecrop.runtime.jsonl import write_json_lines
 
     if len(args.inputs) != 1 or args.output.suffix != ".jsonl" or args.visualize or args.resume or args.ray:
         raise UserError("a live source runs alone, into -o FILE.jsonl (no --visualize, --resume or --ray)")
@@ -191,14 +191,7 @@ def _run_live(args: argparse.Namespace) -> None:
     print(f"reading {args.inputs[0]} into {args.output} (Ctrl-C ends)", file=sys.stderr)
     with live, open(args.output, "w") as out:
         try:
-            for r in live:
-                faces = [{"face_idx": int(r["face_idx"][k]), "conf": round(float(r["conf"][k]), 4),
-                          "bbox": np.round(r["bbox"][k], 2).tolist(), "lms": np.round(r["lms"][k], 2).tolist()}
-                         for k in np.flatnonzero(r["valid"])]
-                out.write(json.dumps({"frame_index": r["frame_index"], "pts_seconds": r["pts_seconds"],
-                                      "latency_s": round(r["latency_s"], 4), "dropped_before": r["dropped_before"],
-                                      "gap_s": round(r["gap_s"], 3), "faces": faces}) + "\n")
-                out.flush()
+            write_json_lines(live, out)
         except KeyboardInterrupt:
             pass  # the way to stop a live source: end as cleanly as a stream that ends
     stats = live.stats

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import torch
 from PIL import Image, ImageFont
 from torchvision.utils import draw_bounding_boxes, draw_keypoints, make_grid
+
+from facecrop.runtime.video_out import VideoOut
 
 __all__ = ["FACE_COLORS", "face_color", "draw_faces", "save_image", "save_grid", "write_video"]
 
@@ -42,9 +41,6 @@ FACE_COLORS = (
 _LABEL_FONT = "DejaVuSans.ttf"
 LANDMARK_COLOR = (0, 255, 0)
 TEMPLATE_COLOR = (0, 0, 255)
-# Preferred first: H.264 is what every player opens; MPEG-4 part 2 is in every
-# FFmpeg build, so it is the fallback.
-_VIDEO_CODECS = ("libx264", "h264", "mpeg4")
 
 
 def face_color(face_id: int) -> tuple[int, int, int]:
@@ -172,22 +168,10 @@ def save_grid(path: str | os.PathLike, imgs: torch.Tensor, nrow: int = 8) -> Pat
     return save_image(path, grid)
 
 
-def _pick_codec() -> str:
-    for name in _VIDEO_CODECS:
-        try:
-            av.codec.Codec(name, "w")
-        except av.codec.codec.UnknownCodecError:
-            continue
-        return name
-    raise RuntimeError(f"this PyAV/FFmpeg build has none of the video encoders {_VIDEO_CODECS}")
-
-
 def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float = 24) -> Path:
-    """Encode frames into an MP4 file with PyAV (H.264 if available, else MPEG-4).
-
-    The file is written next to ``path`` under a temporary name and then renamed,
-    so a reader never sees a half-written video. Odd frame sizes are padded by one
-    black pixel on the right/bottom (YUV 4:2:0 needs even sizes).
+    """Encode frames into an MP4 file (:class:`facecrop.runtime.video_out.VideoOut`: H.264 if available,
+    else MPEG-4, written under a temporary name and renamed, odd sizes padded by one black pixel); the
+    same frames give the same bytes.
 
     Args:
         path: output file; its suffix should be ``.mp4``.
@@ -203,29 +187,11 @@ def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float = 24) 
         raise TypeError(f"frames must be uint8 (RGB 0-255), got {frames.dtype}")
     if frames.shape[0] == 0:
         raise ValueError("frames must hold at least one frame, got 0")
-    path = Path(path)
-    height, width = frames.shape[2:]
-    frames = torch.nn.functional.pad(frames, (0, width % 2, 0, height % 2))
-    codec = _pick_codec()
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".mp4")
-    os.close(fd)
+    out = VideoOut(path, frames.shape[3], frames.shape[2], fps, reproducible=True)
     try:
-        with av.open(tmp, mode="w", format="mp4") as container:
-            stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-            stream.width, stream.height = frames.shape[3], frames.shape[2]
-            stream.pix_fmt = "yuv420p"
-            if codec == "libx264":
-                # Without x264's macroblock-tree rate control the same frames give the
-                # same bytes on every run (with it they did not, even single-threaded).
-                stream.options = {"crf": "18", "x264-params": "no-mbtree=1"}
-            else:
-                stream.bit_rate = 8_000_000
-            for frame in frames.permute(0, 2, 3, 1).cpu().numpy():
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(stream.encode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        for frame in frames.permute(0, 2, 3, 1).cpu().numpy():
+            out.write(frame)
+    except BaseException:
+        out.discard()
+        raise
+    return out.close()

@@ -20,6 +20,7 @@ import torch
 
 from facecrop.runtime.decode_worker import quarter_turns
 from facecrop.runtime.decoder import upright
+from facecrop.runtime.video_out import VideoOut
 
 
 def load_image(path: str | Path) -> torch.Tensor:
@@ -214,8 +215,9 @@ class VideoWriter:
         size: ``(width, height)``; default: the first frames' size.
 
     :meth:`write` takes one frame or a batch: ``(3, H, W)``, ``(B, 3, H, W)``, ``(H, W, 3)`` or
-    ``(B, H, W, 3)``, tensor or array, 0-255. The video is written under a temporary name and
-    renamed into place by :meth:`close`, so an interrupted run never leaves a truncated file there.
+    ``(B, H, W, 3)``, tensor or array, 0-255. The video is written by
+    :class:`~facecrop.runtime.video_out.VideoOut`, under a temporary name renamed into place by
+    :meth:`close`, so an interrupted run never leaves a truncated file there.
 
     Example:
         >>> writer = VideoWriter("/tmp/facecrop-doctest.mp4", fps=24)
@@ -224,14 +226,9 @@ class VideoWriter:
 
     def __init__(self, path: str | os.PathLike, fps: float, codec: str = "libx264", pix_fmt: str = "yuv420p",
                  size: tuple[int, int] | None = None):
-        self.path = Path(path)
-        self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
-        self._container = av.open(str(self._tmp), mode="w")
-        self._stream = self._container.add_stream(codec, int(round(fps)))
-        self._stream.pix_fmt = pix_fmt
+        self.path, self.fps, self.codec, self.pix_fmt = Path(path), int(round(fps)), codec, pix_fmt
         self.size = tuple(size) if size is not None else None
-        if self.size is not None:
-            self._stream.width, self._stream.height = self.size
+        self._out: VideoOut | None = None  # opened at the first frames, whose size it takes by default
 
     def write(self, imgs) -> None:
         """Append one frame or a batch of frames (see the class docstring for the layouts)."""
@@ -248,18 +245,15 @@ class VideoWriter:
         height, width = imgs.shape[1:3]
         if self.size is None:
             self.size = (width, height)
-            self._stream.width, self._stream.height = self.size
         if (width, height) != self.size:
             raise ValueError(f"frames of {width}x{height} cannot join a {self.size[0]}x{self.size[1]} video")
+        if self._out is None:
+            self._out = VideoOut(self.path, width, height, self.fps, codec=self.codec, pix_fmt=self.pix_fmt)
         for img in imgs:
-            self._container.mux(self._stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            self._out.write(img)
 
     def close(self) -> None:
         """Flush the encoder and move the finished file into place (nothing written: an error, no file)."""
-        if self.size is None:
-            self._container.close()
-            self._tmp.unlink(missing_ok=True)
+        if self._out is None:
             raise ValueError(f"no frames were written to {self.path}")
-        self._container.mux(self._stream.encode())
-        self._container.close()
-        os.replace(self._tmp, self.path)
+        self._out.close()

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
-from facecrop.runtime.decode_worker import quarter_turns
-from facecrop.runtime.decoder import upright
+from facecrop.runtime.sources import read_frames
+from facecrop.runtime.video_out import VideoOut
 
 COLORS = np.array([(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
                    (145, 30, 180), (70, 240, 240), (240, 50, 230)], np.uint8)  # one per face id
@@ -45,35 +44,28 @@ def draw_faces(img: np.ndarray, bbox: np.ndarray, lms: np.ndarray | None, valid:
 def write_overlay(video: str | Path, results: str | Path, output: str | Path) -> Path:
     """Write ``output`` (MP4, H.264 where available) showing ``results`` drawn over ``video``.
 
-    Frames are matched to results by decoding order (``frame_index``). The overlay is written at the
-    source's average frame rate; its timestamps are not the source's (use ``pts_seconds`` for those).
+    Frames are matched to results by decoding order (``frame_index``), read as the run read them
+    (upright RGB, :func:`facecrop.runtime.sources.read_frames`). The overlay is written at the source's
+    average frame rate; its timestamps are not the source's (use ``pts_seconds`` for those).
     """
-    output = Path(output)
     with np.load(results, allow_pickle=False) as data:
         valid, bbox = data["valid"], data["bbox"]
         lms = data["lms"] if "lms" in data.files else None
         face_idx = data["face_idx"] if "face_idx" in data.files else None  # results before face ids had none
-    tmp = output.with_name(f".{output.stem}.tmp{output.suffix or '.mp4'}")
+    with av.open(str(video)) as source:
+        rate = source.streams.video[0].average_rate or 25
+    out = None
     try:
-        with av.open(str(video)) as source, av.open(str(tmp), "w", format="mp4") as target:
-            src = source.streams.video[0]
-            stream = None
-            for i, frame in enumerate(source.decode(src)):
-                if i >= len(valid):
-                    break
-                img = draw_faces(upright(frame.to_ndarray(format="rgb24"), quarter_turns(frame)), bbox[i], lms[i] if lms is not None else None, valid[i],
-                                 face_idx[i] if face_idx is not None else None)
-                img = np.pad(img, ((0, img.shape[0] % 2), (0, img.shape[1] % 2), (0, 0)))  # yuv420p needs even sizes
-                if stream is None:
-                    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-                    stream = target.add_stream(codec, rate=Fraction(src.average_rate or 25).limit_denominator(1001))
-                    stream.width, stream.height, stream.pix_fmt = img.shape[1], img.shape[0], "yuv420p"
-                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                    target.mux(packet)
-            if stream is not None:
-                for packet in stream.encode():
-                    target.mux(packet)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return output
+        for i, img, _ in read_frames(video, len(valid)):
+            img = draw_faces(img, bbox[i], lms[i] if lms is not None else None, valid[i],
+                             face_idx[i] if face_idx is not None else None)
+            if out is None:
+                out = VideoOut(output, img.shape[1], img.shape[0], Fraction(rate).limit_denominator(1001))
+            out.write(img)
+    except BaseException:
+        if out is not None:
+            out.discard()
+        raise
+    if out is None:
+        raise ValueError(f"{video} has no frames to draw on")
+    return out.close()

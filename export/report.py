@@ -16,12 +16,11 @@ from pathlib import Path
 
 import av
 import numpy as np
-import torch
 
 from facecrop.overlay import COLORS
-from facecrop.runtime.crops import _frames
+from facecrop.runtime.sources import read_frames
 from facecrop.runtime.tubes import DROP_REASONS, frame_rate, summarize_tubes
-from facecrop.runtime.warp import sample_crops
+from facecrop.runtime.cut import cut_crops
 
 __all__ = ["write_dataset_report", "write_report"]
 
@@ -44,7 +43,7 @@ def _page(title: str, body: str) -> str:
 
 
 def _plot(series: list[tuple[str, np.ndarray, np.ndarray, str]], x_range: tuple[float, float], label: str,
-          width: int = 560, height: int = 90) -> str:
+          width: int = 470, height: int = 80) -> str:
     """A small SVG line plot: ``(name, x, y, colour)`` series (NaN breaks a line), y from 0 to its max."""
     tops = [np.nanmax(y) for _, _, y, _ in series if np.isfinite(y).any()]
     top = max(tops) if tops and max(tops) > 0 else 1.0
@@ -104,13 +103,10 @@ def _sheets(video: Path, results, tubes: list[dict], size: int) -> dict[int, str
             rows_of.setdefault(int(results["tube_frame_index"][row]), []).append(int(row))
     crops: dict[int, np.ndarray] = {}
     if rows_of:
-        for index, frame, _ in _frames(video, max(rows_of) + 1):
+        for index, frame, _ in read_frames(video, max(rows_of) + 1):
             rows = rows_of.get(index)
             if rows:
-                pixels = torch.from_numpy(frame).permute(2, 0, 1)[None]
-                cut = sample_crops(pixels, torch.from_numpy(results["tube_crop_mat"][rows]),
-                                   torch.zeros(len(rows), dtype=torch.int64), (size, size))
-                for row, crop in zip(rows, cut.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()):
+                for row, crop in zip(rows, cut_crops(frame, results["tube_crop_mat"][rows], size)):
                     crops[row] = crop
     return {t: _jpeg(np.concatenate([crops[r] for r in rows], 1)) for t, rows in picks.items() if rows}
 

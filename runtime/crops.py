@@ -3,7 +3,7 @@
 A run with ``crops=FORMAT`` writes its tubes (:mod:`facecrop.runtime.tubes`) once the video's
 results are complete, because a tube's smoothed crop needs the frames after it: the video is
 decoded a second time (frames upright, as the run saw them), each tube's crops are cut from it with
-the smoothed matrices (the bundle's own sampler, :func:`~facecrop.runtime.warp.sample_crops`) and
+the smoothed matrices (:func:`~facecrop.runtime.cut.cut_crops`: the bundle's sampling, in numpy) and
 written into ``<output>.partial/crops/``, which then replaces ``<results stem>.crops/`` (``talk.npz`` ->
 ``talk.crops/``) in one rename. An interrupted run keeps its checkpoint; run again to write them.
 
@@ -38,9 +38,10 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from .decode_worker import quarter_turns
-from .decoder import upright
+from .cut import cut_crops
 from .progress import Progress
+from .sources import read_frames
+from .video_out import VideoOut
 
 __all__ = ["CROP_FORMATS", "META", "TUBES", "crops_folder", "replace_folder", "write_tubes"]
 
@@ -93,12 +94,6 @@ def write_tubes(video: Path, folder: Path, results: dict[str, np.ndarray], tubes
     ``results``: the video's per-frame arrays (``pts_seconds``, ``conf``, ``bbox``, ``lms`` and the
     quality columns, for the WebDataset JSON) and its tube arrays (``tube_frame_*``, ``tube_crop_mat``).
     """
-    # Here, not at import: a run without crop files never imports torch's Python package (an aoti
-    # bundle runs on libtorch alone, see artifact.py).
-    import torch
-
-    from .warp import sample_crops
-
     if folder.exists():
         shutil.rmtree(folder)  # an interrupted attempt's files: written again
     folder.mkdir(parents=True)
@@ -110,37 +105,18 @@ def write_tubes(video: Path, folder: Path, results: dict[str, np.ndarray], tubes
     sink = _Sinks(video, folder, results, tubes, fmt, size, jpeg_quality)
     bar = Progress(int(frames_at[-1]) + 1, enabled=progress, label=f"writing {len(tubes)} tube(s): ")
     try:
-        for index, frame, pts in _frames(video, int(frames_at[-1]) + 1):
+        for index, frame, pts in read_frames(video, int(frames_at[-1]) + 1):
             bar.update(1)
             at = np.searchsorted(frames_at, index)
             if at == len(frames_at) or frames_at[at] != index:
                 continue
             rows = order[rows_at[at]:rows_at[at + 1]]
-            pixels = torch.from_numpy(frame).permute(2, 0, 1)[None]  # channels-last, read in place
-            mats = torch.from_numpy(results["tube_crop_mat"][rows])
-            crops = sample_crops(pixels, mats, torch.zeros(len(rows), dtype=torch.int64), (size, size))
-            crops = crops.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-            for row, crop in zip(rows, crops):
+            for row, crop in zip(rows, cut_crops(frame, results["tube_crop_mat"][rows], size)):
                 sink.put(int(results["tube_frame_tube"][row]), int(row), index, pts, crop)
         sink.finish()
     finally:
         sink.close()
         bar.close()
-
-
-def _frames(video: Path, stop: int):
-    """``(index, [H, W, 3] upright RGB uint8, pts in seconds)`` of the video's first ``stop`` frames,
-    converted as the run's decoding process converts them."""
-    to_rgb = VideoReformatter()
-    with av.open(str(video)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for index, frame in enumerate(container.decode(stream)):
-            if index >= stop:
-                return
-            rgb = upright(to_rgb.reformat(frame, format="rgb24").to_ndarray(), quarter_turns(frame))
-            pts = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else float("nan")
-            yield index, rgb, pts
 
 
 class _Sinks:
@@ -207,52 +183,41 @@ class _Sinks:
 
 
 class TubeVideo:
-    """One tube's MP4: crops at the source's timestamps (from 0), then the source's sound of the same
-    time range; written to ``<path>.tmp`` and renamed into place when finished."""
+    """One tube's MP4 (:class:`~.video_out.VideoOut`): crops at the source's rate and timestamps (from 0),
+    then the source's sound of the same time range."""
 
     def __init__(self, video: Path, path: Path, size: int):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.video, self.path, self.tmp = video, path, path.with_name(path.name + ".tmp")
+        self.video, self.path = video, path
         self.frames: list[int] = []
         self.first_pts: float | None = None
         with av.open(str(video)) as source:
             stream = source.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-            self.time_base = stream.time_base or 1 / Fraction(rate)
+            time_base = stream.time_base or 1 / Fraction(rate)
             audio = source.streams.audio[0] if source.streams.audio else None
-            audio_format = (audio.codec_context.sample_rate, audio.codec_context.layout.name) if audio else None
-        self.container = av.open(str(self.tmp), "w", format="mp4")
-        self.stream = self.container.add_stream("libx264", rate=rate)
-        self.stream.width = self.stream.height = size
-        self.stream.pix_fmt, self.stream.options = "yuv420p", {"crf": "18", "preset": "veryfast"}
-        self.stream.codec_context.time_base = self.time_base
+            sound = (audio.codec_context.sample_rate, audio.codec_context.layout.name) if audio else None
+        # superfast: half of veryfast's encoding time on 112 px crops, as close to the crops (1.99 grey levels
+        # against 2.29 on example_vid.mp4), files about 1.8x larger.
+        self.out = VideoOut(path, size, size, rate, time_base, audio=sound, preset="superfast")
         self.rate = float(rate)
-        self.audio = None
-        if audio_format is not None:
-            self.audio = self.container.add_stream("aac", rate=audio_format[0], layout=audio_format[1])
 
     def write(self, crop: np.ndarray, index: int, pts: float) -> None:
         if self.first_pts is None:
             self.first_pts = pts
-        frame = av.VideoFrame.from_ndarray(crop, format="rgb24")
         seconds = (pts - self.first_pts) if not np.isnan(pts) else len(self.frames) / self.rate
-        frame.pts, frame.time_base = round(seconds / self.time_base), self.time_base
-        self.container.mux(self.stream.encode(frame))
+        self.out.write(crop, round(seconds / self.out.time_base))
         self.frames.append(index)
 
     def finish(self, start_s: float, stop_s: float) -> None:
-        self.container.mux(self.stream.encode())
-        if self.audio is not None:
-            samples = read_audio(self.video, start_s, stop_s, self.audio.codec_context.sample_rate,
-                                 self.audio.codec_context.layout.name)
-            _encode_audio(self.container, self.audio, samples)
-        self.container.close()
-        os.replace(self.tmp, self.path)
+        if self.out.audio is not None:
+            context = self.out.audio.codec_context
+            self.out.write_audio(read_audio(self.video, start_s, stop_s, context.sample_rate, context.layout.name))
+        self.out.close()
         self.path.with_suffix(".frames.txt").write_text("".join(f"{f}\n" for f in self.frames))
 
     def discard(self) -> None:
-        self.container.close()
-        self.tmp.unlink(missing_ok=True)
+        self.out.discard()
 
 
 def read_audio(video: Path, start_s: float, stop_s: float, rate: int, layout: str) -> np.ndarray:
@@ -284,18 +249,6 @@ def read_audio(video: Path, start_s: float, stop_s: float, rate: int, layout: st
         offset = 0
     samples = samples[:, offset:offset + wanted]
     return np.pad(samples, ((0, 0), (0, wanted - samples.shape[1]))).astype(np.float32)
-
-
-def _encode_audio(container, stream, samples: np.ndarray) -> None:
-    """Encode ``samples [channels, n]`` float32 into ``stream``, in the encoder's frame size, from time 0."""
-    rate, layout = stream.codec_context.sample_rate, stream.codec_context.layout.name
-    step = stream.codec_context.frame_size or 1024
-    for begin in range(0, samples.shape[1], step):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, begin:begin + step]), format="fltp",
-                                           layout=layout)
-        frame.sample_rate, frame.pts, frame.time_base = rate, begin, Fraction(1, rate)
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode())
 
 
 def replace_folder(source: Path, target: Path) -> None:

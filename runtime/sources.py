@@ -21,7 +21,7 @@ from .decode_worker import quarter_turns
 from .decoder import upright
 from .errors import VideoError
 
-__all__ = ["Frame", "open_source"]
+__all__ = ["Frame", "open_source", "read_frames"]
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
 DEVICE_FORMATS = {"/dev/video": "v4l2"}  # Linux; macOS ("avfoundation") and Windows ("dshow") by format=
@@ -35,6 +35,22 @@ class Frame:
     decoded_at: float  # time.perf_counter() when it left the decoder
     gap_s: float = 0.0  # seconds the source was lost just before this frame (a reconnect)
     dropped_before: int = 0  # frames dropped just before this one to keep up (stream policy 'latest')
+
+
+def read_frames(video: str | Path, stop: int | None = None):
+    """``(index, [H, W, 3] upright RGB uint8, pts in seconds or NaN)`` of a file's frames in decoding order
+    (the first ``stop``), converted as the run's decoding process converts them: for what is made from a
+    run's results afterwards (tubes, overlays, reports), frame by frame in this process."""
+    to_rgb = VideoReformatter()
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for index, frame in enumerate(container.decode(stream)):
+            if stop is not None and index >= stop:
+                return
+            rgb = upright(to_rgb.reformat(frame, format="rgb24").to_ndarray(), quarter_turns(frame))
+            pts = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else float("nan")
+            yield index, rgb, pts
 
 
 def open_source(source, options: dict | None = None, timeout_s: float = 10.0, reconnects: int = 5,

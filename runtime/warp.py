@@ -1,8 +1,8 @@
 """Cutting crops out of frames through affine matrices: the sampler under every crop facecrop makes.
 
-The fused module cuts its crops with :func:`sample_crops` (compiled into the bundle), and the
-runtime's tube writer cuts the smoothed crops with the same function from decoded frames, so both
-give the same pixels for the same matrix. Conventions as in :mod:`facecrop.geometry`: ``(x, y)``
+The fused module cuts its crops with :func:`sample_crops` (compiled into the bundle); the runtime's
+tube writer cuts the smoothed crops from decoded frames with :func:`facecrop.runtime.cut.cut_crops`,
+the same arithmetic in numpy (bit for bit, tested), so both give the same pixels for the same matrix. Conventions as in :mod:`facecrop.geometry`: ``(x, y)``
 pixels, pixel centres at integer coordinates, ``crop_mat`` maps image pixels to crop pixels.
 """
 
@@ -112,3 +112,4 @@ def sample_crops(frames: torch.Tensor, crop_mat: torch.Tensor, frame_index: torc
         planes.append(wy0 * (first * p00 + second * p01) + wy1 * (first * p10 + second * p11))
     crops = torch.stack(planes, 1)  # [N, C, h, w]
     return crops
+

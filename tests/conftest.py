@@ -118,3 +118,26 @@ def as_in_a_terminal() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture(scope="session")
+def people_clip(tmp_path_factory) -> Path:
+    """Frames 100-195 of Medusa's 3.mp4 (720x720, people coming and going), re-encoded."""
+    import av
+
+    from test_runtime import make_video
+
+    source = real_media("3.mp4")
+    with av.open(str(source)) as container:
+        frames = [f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(video=0)) if 100 <= i < 196]
+    return make_video(tmp_path_factory.mktemp("clip") / "people.mp4", np.stack(frames))
+
+
+@pytest.fixture(scope="session")
+def crops_run(bundle, people_clip, tmp_path_factory):
+    """One uninterrupted run of ``people_clip`` with the crops in the results file and its tubes as PNG files."""
+    from facecrop.runtime import process_video
+
+    out = tmp_path_factory.mktemp("crops") / "people.npz"
+    process_video(bundle, people_clip, out, save_crops=True, crops="png", progress=False)
+    return out

@@ -10,34 +10,16 @@ import json
 import tarfile
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, real_media, real_model
+from conftest import real_media, real_model
 from facecrop.cli import main
 from facecrop.runtime import OnlineTracker, VideoError, process_video, summarize_results
 from facecrop.runtime.tubes import DROP_REASONS
 from facecrop.tracking import sort_faces
 from test_runtime import make_video, npz, same
-
-@pytest.fixture(scope="module")
-def people_clip(tmp_path_factory) -> Path:
-    """Frames 100-195 of Medusa's 3.mp4 (720x720, people coming and going), re-encoded."""
-    source = real_media("3.mp4")
-    with av.open(str(source)) as container:
-        frames = [f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(video=0)) if 100 <= i < 196]
-    return make_video(tmp_path_factory.mktemp("clip") / "people.mp4", np.stack(frames))
-
-
-@pytest.fixture(scope="module")
-def crops_run(bundle, people_clip, tmp_path_factory):
-    """One uninterrupted run with the crops in the results file and as PNG files."""
-    out = tmp_path_factory.mktemp("crops") / "people.npz"
-    process_video(bundle, people_clip, out, save_crops=True, crops="png", progress=False)
-    return out
-
 
 def detections(results: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """The results' faces as Medusa's flat detections: landmarks [N, 5, 2] and frame index [N]."""

@@ -28,7 +28,6 @@ from facecrop.runtime.errors import UsageError
 from facecrop.runtime.face_quality import head_pose
 from facecrop.runtime.tubes import DROP_REASONS, TubeOptions, crop_params, find_tubes, params_to_mats
 from test_runtime import decode_all, make_video, npz
-from test_tracks import crops_run, people_clip  # noqa: F401 - the module's fixtures, shared
 
 SIZE = 112
 
@@ -121,7 +120,28 @@ def test_tube_options_refuse_nonsense():
 
 # --- tubes on disk: pixels -----------------------------------------------------------------------------
 
-def test_unsmoothed_tube_crops_are_the_bundle_crops(bundle, people_clip, tmp_path):  # noqa: F811
+def test_cut_crops_is_the_bundles_sampler_bit_for_bit(photo_frames):
+    """numpy's cut of a real frame equals the compiled module's sampler (eager here) for any similarity,
+    inside, across and outside the frame's edges."""
+    from facecrop.runtime.cut import cut_crops
+    from facecrop.runtime.warp import sample_crops
+
+    rng = np.random.default_rng(0)
+    frame = np.ascontiguousarray(photo_frames[7])
+    scale, turn = rng.uniform(0.2, 2.0, 40), rng.uniform(-np.pi, np.pi, 40)
+    mats = np.zeros((40, 3, 3), np.float32)
+    mats[:, 0, 0], mats[:, 0, 1] = scale * np.cos(turn), scale * np.sin(turn)
+    mats[:, 1, 0], mats[:, 1, 1] = -scale * np.sin(turn), scale * np.cos(turn)
+    centres = rng.uniform((-60, -60), (frame.shape[1] + 60, frame.shape[0] + 60), (40, 2))  # some past the edges
+    mats[:, :2, 2] = (SIZE - 1) / 2 - np.einsum("nij,nj->ni", mats[:, :2, :2], centres)
+    mats[:, 2, 2] = 1
+    ours = cut_crops(frame, mats, SIZE)
+    theirs = sample_crops(torch.from_numpy(frame).permute(2, 0, 1)[None], torch.from_numpy(mats),
+                          torch.zeros(40, dtype=torch.int64), (SIZE, SIZE))
+    assert np.array_equal(ours, theirs.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    assert ours.any(axis=(1, 2, 3)).sum() >= 30  # most crops see the photo (the canvas around it is black)
+
+def test_unsmoothed_tube_crops_are_the_bundle_crops(bundle, people_clip, tmp_path):
     """With smoothing off, the tube writer cuts what the bundle cut: its sampler, the run's frames."""
     out = process_video(bundle, people_clip, tmp_path / "raw.npz", save_crops=True, crops="png", progress=False,
                         tubes=TubeOptions(smooth_s=0, keep_all=True, min_tube=1))
@@ -138,7 +158,7 @@ def test_unsmoothed_tube_crops_are_the_bundle_crops(bundle, people_clip, tmp_pat
     assert worst <= 1  # eager against compiled float rounding: a grey level at most
 
 
-def test_png_tubes_hold_the_smoothed_crops_of_kept_tracks(crops_run, people_clip):  # noqa: F811
+def test_png_tubes_hold_the_smoothed_crops_of_kept_tracks(crops_run, people_clip):
     r = npz(crops_run)
     folder = crops_run.with_suffix(".crops")
     files = _tube_files(folder, "png")
@@ -158,7 +178,7 @@ def test_png_tubes_hold_the_smoothed_crops_of_kept_tracks(crops_run, people_clip
     assert meta["source_models"]["detector"]["file"] == "det_500m.onnx"
 
 
-def test_jpg_tubes_within_their_quality(bundle, people_clip, crops_run, tmp_path):  # noqa: F811
+def test_jpg_tubes_within_their_quality(bundle, people_clip, crops_run, tmp_path):
     r = npz(crops_run)
     expected = _expected_crops(people_clip, r)
     errors = {}
@@ -173,7 +193,7 @@ def test_jpg_tubes_within_their_quality(bundle, people_clip, crops_run, tmp_path
     assert errors[2] < 1.5 and errors[2] < errors[10] < 3.0, errors
 
 
-def test_webdataset_samples_are_tube_frames(bundle, people_clip, crops_run, tmp_path):  # noqa: F811
+def test_webdataset_samples_are_tube_frames(bundle, people_clip, crops_run, tmp_path):
     import webdataset as wds
 
     r = npz(crops_run)
@@ -327,7 +347,7 @@ def test_head_pose_of_a_turned_mean_face():
         assert estimate[0] == pytest.approx(yaw, abs=4) and estimate[1] == pytest.approx(pitch, abs=6), (yaw, pitch)
 
 
-def test_cli_filters_are_recorded_with_the_results(bundle_path, people_clip, tmp_path, capfd):  # noqa: F811
+def test_cli_filters_are_recorded_with_the_results(bundle_path, people_clip, tmp_path, capfd):
     out = tmp_path / "f.npz"
     assert main(["run", str(bundle_path), str(people_clip), "-o", str(out), "--crops", "png", "--min-face", "70",
                  "--max-yaw", "40", "--min-sharpness", "5"]) == 0
@@ -358,7 +378,7 @@ def _chromium(*args: str) -> str:
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
 
 
-def test_report_shows_every_tube_in_a_real_browser(crops_run, tmp_path, capfd):  # noqa: F811
+def test_report_shows_every_tube_in_a_real_browser(crops_run, tmp_path, capfd):
     page = tmp_path / "people.html"
     assert main(["report", str(crops_run), "-o", str(page)]) == 0
     text = page.read_text()
@@ -378,7 +398,7 @@ def test_report_shows_every_tube_in_a_real_browser(crops_run, tmp_path, capfd): 
     assert sheet.std() > 25 and (np.abs(np.diff(sheet.astype(int), axis=1)).mean() > 3)  # pictures, not a blank page
 
 
-def test_dataset_report_lists_the_worst_videos_first(bundle_path, people_clip, tmp_path, capfd):  # noqa: F811
+def test_dataset_report_lists_the_worst_videos_first(bundle_path, people_clip, tmp_path, capfd):
     data = tmp_path / "data"
     data.mkdir()
     (data / "people.mp4").symlink_to(people_clip)
@@ -392,7 +412,7 @@ def test_dataset_report_lists_the_worst_videos_first(bundle_path, people_clip, t
 
 # --- reading it back ---------------------------------------------------------------------------------
 
-def test_webdataset_loader_reads_a_dataset_folder_without_mixing_videos(bundle_path, people_clip, tmp_path,  # noqa: F811
+def test_webdataset_loader_reads_a_dataset_folder_without_mixing_videos(bundle_path, people_clip, tmp_path,
                                                                         monkeypatch, capsys):
     data = tmp_path / "data"
     (data / "a").mkdir(parents=True)
@@ -414,3 +434,25 @@ def test_webdataset_loader_reads_a_dataset_folder_without_mixing_videos(bundle_p
     assert per_video == len(npz(two)["tube_frame_index"])
     assert webdataset_loader.main([str(tmp_path / "out"), "--batch-size", "16"]) == 0
     assert "one.mp4" in capsys.readouterr().out
+
+
+# --- licence ---------------------------------------------------------------------------------------------
+
+def test_bundles_carry_the_models_licence_and_inspect_says_it(bundle_path, capsys):
+    manifest = json.loads((bundle_path / "manifest.json").read_text())
+    assert "non-commercial research use only" in manifest["licence"]["terms"]
+    assert main(["inspect", str(bundle_path)]) == 0
+    assert "models' licence: non-commercial research use only" in capsys.readouterr().out
+
+
+def test_doctests_of_the_writers():
+    import doctest
+
+    import facecrop.runtime.cut
+    import facecrop.runtime.jsonl
+    import facecrop.runtime.video_out
+    import facecrop.runtime.warp
+
+    for module in (facecrop.runtime.jsonl, facecrop.runtime.video_out, facecrop.runtime.warp, facecrop.runtime.cut):
+        result = doctest.testmod(module, extraglobs={"np": np})
+        assert result.attempted > 0 and result.failed == 0, module.__name__
