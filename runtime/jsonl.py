@@ -1,4 +1,4 @@
-"""The JSON-lines sink: one line per frame of ``stream()`` results, as they come (``facecrop run`` on a live source).
+"""The JSON-lines sink: one line per ``stream()`` result, as it comes (``facecrop run`` on a live source).
 
 Each line holds the frame's ``frame_index``, ``pts_seconds``, ``latency_s``, ``dropped_before``,
 ``gap_s`` and its ``faces``: ``face_idx``, ``conf``, ``bbox`` and ``lms`` per face (the names of the
