@@ -4,8 +4,8 @@
 
 For each video (default: Medusa's videos with faces), runs ``process_video`` without crop files,
 then times each stage of ``--crops mp4`` on its results with the functions the run uses: cutting and
-smoothing the tubes (``find_tubes``), the second decode (``crops._frames``), cutting the crops with
-the smoothed matrices (``sample_crops``), H.264 encoding (``TubeVideo``) and the sound (``read_audio``
+smoothing the tubes (``find_tubes``), the second decode (``sources.read_frames``), cutting the crops with
+the smoothed matrices (``cut.cut_crops``), H.264 encoding (``TubeVideo``) and the sound (``read_audio``
 and AAC). Prints a table of seconds and milliseconds a frame.
 """
 
